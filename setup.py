@@ -1,0 +1,41 @@
+"""pvt_mm: the Pyramid Vision Transformer as an OpenMMLab plugin."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r"__version__ = '(.+)'", (HERE / 'pvt_mm' / 'version.py').read_text())[1]
+
+# The model code needs torch, mmengine and mmcv only; each downstream library is an extra.
+INSTALL_REQUIRES = [
+    'torch>=2.1',
+    'mmengine>=0.10.0,<1.0.0',
+    'mmcv>=2.0.0,<2.2.0',  # mmdet 3.3 and mmseg 1.2 refuse mmcv >= 2.2
+    'numpy',
+]
+EXTRAS = {
+    'det': ['mmdet>=3.3.0,<3.4.0', 'pycocotools'],
+    'seg': ['mmsegmentation>=1.2.2,<1.3.0', 'ftfy', 'regex'],  # mmseg imports ftfy/regex undeclared
+    'cls': ['mmpretrain>=1.2.0,<1.3.0', 'torchvision'],
+    'safetensors': ['safetensors'],
+}
+EXTRAS['all'] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+EXTRAS['tests'] = EXTRAS['all'] + ['pytest']
+
+setup(
+    name='pvt_mm',
+    version=VERSION,
+    description='Pyramid Vision Transformer (PVT) backbone for the OpenMMLab ecosystem',
+    long_description=(HERE / 'README.md').read_text(encoding='utf-8'),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    packages=find_packages(include=['pvt_mm', 'pvt_mm.*']),
+    python_requires='>=3.9',
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    classifiers=[
+        'Programming Language :: Python :: 3',
+        'Topic :: Scientific/Engineering :: Artificial Intelligence',
+    ],
+)
