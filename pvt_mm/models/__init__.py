@@ -1,0 +1,3 @@
+from .backbones import ARCH_ZOO, PVT
+
+__all__ = ['ARCH_ZOO', 'PVT']

@@ -1,0 +1,317 @@
+"""Pyramid Vision Transformer (Wang et al., ICCV 2021), a convolution-free pyramid backbone."""
+import math
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from torch import Tensor, nn
+
+from ..layers import HW, EncoderLayer, PatchEmbed
+
+# Per-stage fields an arch is made of, in the order of paper Table 1.
+ARCH_FIELDS = ('depths', 'patch_sizes', 'embed_dims', 'sr_ratios', 'num_heads', 'mlp_ratios')
+
+# Table 1: every variant shares the per-stage settings and differs only in depth.
+_TABLE1_STAGES = dict(
+    patch_sizes=(4, 2, 2, 2),
+    embed_dims=(64, 128, 320, 512),
+    sr_ratios=(8, 4, 2, 1),
+    num_heads=(1, 2, 5, 8),
+    mlp_ratios=(8, 8, 4, 4),
+)
+ARCH_ZOO: Dict[str, Dict[str, tuple]] = {
+    'tiny': dict(depths=(2, 2, 2, 2), **_TABLE1_STAGES),
+    'small': dict(depths=(3, 4, 6, 3), **_TABLE1_STAGES),
+    'medium': dict(depths=(3, 4, 18, 3), **_TABLE1_STAGES),
+    'large': dict(depths=(3, 8, 27, 3), **_TABLE1_STAGES),
+}
+
+
+def resolve_arch(arch: Union[str, dict]) -> Dict[str, tuple]:
+    """Turn ``arch`` (a preset name or a dict of per-stage fields) into a full arch dict.
+
+    A dict may give any of :data:`ARCH_FIELDS`; ``depths`` is required and every field it
+    leaves out takes Table 1's value. All fields must have one entry per stage.
+    """
+    if isinstance(arch, str):
+        key = arch.lower()
+        if key not in ARCH_ZOO:
+            raise KeyError(f'Unknown PVT arch {arch!r}; choose one of {sorted(ARCH_ZOO)} '
+                           f'or pass a dict with the fields {ARCH_FIELDS}.')
+        return dict(ARCH_ZOO[key])
+    if not isinstance(arch, dict):
+        raise TypeError(f'arch must be a preset name or a dict, got {type(arch).__name__}')
+    unknown = set(arch) - set(ARCH_FIELDS)
+    if unknown:
+        raise KeyError(f'Unknown PVT arch field(s) {sorted(unknown)}; valid fields are {ARCH_FIELDS}.')
+    if 'depths' not in arch:
+        raise KeyError(f'A custom PVT arch needs "depths"; the other fields {ARCH_FIELDS[1:]} '
+                       'default to paper Table 1.')
+    num_stages = len(arch['depths'])
+    resolved = {}
+    for field in ARCH_FIELDS:
+        value = tuple(arch.get(field, _TABLE1_STAGES.get(field, ())))
+        if field not in arch and num_stages != 4:
+            raise ValueError(f'A {num_stages}-stage arch must give "{field}" explicitly '
+                             '(the Table 1 default has 4 stages).')
+        if len(value) != num_stages:
+            raise ValueError(f'arch field "{field}" has {len(value)} entries but "depths" has '
+                             f'{num_stages}; give one entry per stage.')
+        resolved[field] = value
+    for dims, heads in zip(resolved['embed_dims'], resolved['num_heads']):
+        if dims % heads:
+            raise ValueError(f'embed_dims {resolved["embed_dims"]} must be divisible by '
+                             f'num_heads {resolved["num_heads"]} stage by stage.')
+    return resolved
+
+
+class PVTStage(nn.Module):
+    """One pyramid stage: patch embedding, position embedding, encoder layers, optional norm.
+
+    Args:
+        in_channels: Channels of the incoming map.
+        embed_dims: Channels of this stage.
+        depth: Number of encoder layers.
+        patch_size: Patch size P of the embedding (the stage's downsampling factor).
+        num_heads: Attention heads.
+        sr_ratio: Spatial reduction ratio R of the attention.
+        mlp_ratio: FFN expansion ratio E.
+        pos_grid: Grid size ``(h, w)`` the learned position embedding is stored at; other
+            sizes are interpolated bilinearly.
+        drop_path_rates: Stochastic-depth rate of each layer (``depth`` entries).
+        with_cls_token: Prepend a learned class token (classification mode).
+        with_norm: End with a LayerNorm (the final norm in classification mode).
+        qkv_bias: Whether q/kv projections have a bias.
+        drop_rate: Dropout after the position embedding, in the FFN and after attention.
+        attn_drop_rate: Dropout on attention weights.
+        norm_eps: LayerNorm epsilon.
+        with_cp: Trade compute for memory with activation checkpointing of each layer.
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int, depth: int, patch_size: int,
+                 num_heads: int, sr_ratio: int, mlp_ratio: float, pos_grid: HW,
+                 drop_path_rates: Sequence[float], with_cls_token: bool = False,
+                 with_norm: bool = False, qkv_bias: bool = True, drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, norm_eps: float = 1e-6, with_cp: bool = False) -> None:
+        super().__init__()
+        self.pos_grid = tuple(pos_grid)
+        self.num_prefix_tokens = int(with_cls_token)
+        self.with_cp = with_cp
+        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, norm_eps)
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, self.num_prefix_tokens + pos_grid[0] * pos_grid[1], embed_dims))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims)) if with_cls_token else None
+        self.pos_drop = nn.Dropout(drop_rate)
+        self.layers = nn.ModuleList(
+            EncoderLayer(embed_dims, num_heads, mlp_ratio, sr_ratio, qkv_bias=qkv_bias,
+                         drop=drop_rate, attn_drop=attn_drop_rate, drop_path=rate,
+                         norm_eps=norm_eps)
+            for rate in drop_path_rates)
+        self.norm = nn.LayerNorm(embed_dims, eps=norm_eps) if with_norm else None
+
+    def resized_pos_embed(self, hw: HW) -> Tensor:
+        """The position embedding for a ``hw`` grid (class slot first, if any)."""
+        if tuple(hw) == self.pos_grid:
+            return self.pos_embed
+        prefix = self.pos_embed[:, :self.num_prefix_tokens]
+        grid = self.pos_embed[:, self.num_prefix_tokens:]
+        grid = grid.reshape(1, *self.pos_grid, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=hw, mode='bilinear', align_corners=False)
+        return torch.cat((prefix, grid.flatten(2).transpose(1, 2)), dim=1)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, HW]:
+        """Map an NCHW input to ``(tokens, (h, w))``; tokens are ``(B, prefix + h*w, C)``."""
+        x, hw = self.patch_embed(x)
+        if self.cls_token is not None:
+            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        x = self.pos_drop(x + self.resized_pos_embed(hw))
+        for layer in self.layers:
+            if self.with_cp and x.requires_grad:
+                x = cp.checkpoint(layer, x, hw, self.num_prefix_tokens, use_reentrant=False)
+            else:
+                x = layer(x, hw, self.num_prefix_tokens)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x, hw
+
+
+class PVT(BaseModule):
+    """Pyramid Vision Transformer backbone.
+
+    Four stages (strides 4, 8, 16, 32 with the Table 1 patch sizes), each a patch
+    embedding, a learned absolute position embedding and Transformer encoder layers with
+    spatial-reduction attention. Returns the NCHW maps of the stages in ``out_indices``.
+
+    Position embeddings are stored for ``pretrain_img_size`` and interpolated bilinearly to
+    the actual feature size, so any input of at least ``32 x 32`` works. Each patch
+    embedding floors (like the official model): a side that is not a multiple of the
+    stride loses its remainder, e.g. 401x599 gives stage sizes 100x149, 50x74, 25x37, 12x18.
+
+    With ``with_cls_token=True`` (classification, paper section 4.1) the last stage
+    prepends a class token and ends with a LayerNorm, and the last output is the normalised
+    class token ``(B, C)`` instead of a map; dense prediction leaves it off.
+
+    Pretrained weights come only through ``init_cfg=dict(type='Pretrained',
+    checkpoint=PATH)``; official PVT releases, pvt_mm checkpoints and whole
+    detector/segmentor/classifier checkpoints are accepted (see :mod:`pvt_mm.checkpoint`).
+
+    Args:
+        arch: ``'tiny'``, ``'small'``, ``'medium'``, ``'large'`` or a dict of per-stage
+            fields (:data:`ARCH_FIELDS`) over Table 1; ``depths`` is required in a dict.
+        in_channels: Channels of the input image.
+        pretrain_img_size: Image size the position embeddings are stored for.
+        out_indices: Stages whose outputs are returned (0-based, ascending).
+        qkv_bias: Whether q/kv projections have a bias.
+        drop_rate: Dropout after position embeddings, in FFNs and after attention.
+        attn_drop_rate: Dropout on attention weights.
+        drop_path_rate: Maximum stochastic-depth rate, reached linearly at the last layer.
+        norm_eps: LayerNorm epsilon.
+        with_cls_token: Classification mode (class token + final norm in the last stage).
+        frozen_stages: Stages to freeze (parameters fixed, eval mode kept through
+            ``train()``); -1 freezes nothing, ``k`` freezes stages ``0 .. k-1``.
+        with_cp: Activation checkpointing (saves memory, costs a second forward).
+        init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=PATH)`` loads
+            weights, ``None`` initialises from scratch.
+    """
+
+    arch_zoo = ARCH_ZOO
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'small',
+                 in_channels: int = 3,
+                 pretrain_img_size: Union[int, Tuple[int, int]] = 224,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 qkv_bias: bool = True,
+                 drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.1,
+                 norm_eps: float = 1e-6,
+                 with_cls_token: bool = False,
+                 frozen_stages: int = -1,
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.arch = resolve_arch(arch)
+        self.num_stages = len(self.arch['depths'])
+        self.in_channels = in_channels
+        self.with_cls_token = with_cls_token
+
+        out_indices = tuple(out_indices)
+        if (not out_indices or list(out_indices) != sorted(set(out_indices))
+                or not all(0 <= i < self.num_stages for i in out_indices)):
+            raise ValueError(f'out_indices {out_indices} must be ascending, unique stage indices '
+                             f'in [0, {self.num_stages - 1}].')
+        self.out_indices = out_indices
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages={frozen_stages} is out of range; use -1 (train all) '
+                             f'up to {self.num_stages} (freeze all).')
+        self.frozen_stages = frozen_stages
+
+        img_h, img_w = (pretrain_img_size, pretrain_img_size) if isinstance(
+            pretrain_img_size, int) else pretrain_img_size
+        self.strides = tuple(math.prod(self.arch['patch_sizes'][:i + 1]) for i in range(self.num_stages))
+        self.embed_dims = self.arch['embed_dims']
+        # Metadata for necks and configs.
+        self.out_channels = tuple(self.embed_dims[i] for i in out_indices)
+        self.out_strides = tuple(self.strides[i] for i in out_indices)
+
+        depths = self.arch['depths']
+        drop_path_rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        stage_rates = [drop_path_rates[sum(depths[:i]):sum(depths[:i + 1])]
+                       for i in range(self.num_stages)]
+        last = self.num_stages - 1
+        self.stages = nn.ModuleList(
+            PVTStage(
+                in_channels=in_channels if i == 0 else self.embed_dims[i - 1],
+                embed_dims=self.embed_dims[i],
+                depth=depths[i],
+                patch_size=self.arch['patch_sizes'][i],
+                num_heads=self.arch['num_heads'][i],
+                sr_ratio=self.arch['sr_ratios'][i],
+                mlp_ratio=self.arch['mlp_ratios'][i],
+                pos_grid=(img_h // self.strides[i], img_w // self.strides[i]),
+                drop_path_rates=stage_rates[i],
+                with_cls_token=with_cls_token and i == last,
+                with_norm=with_cls_token and i == last,
+                qkv_bias=qkv_bias,
+                drop_rate=drop_rate,
+                attn_drop_rate=attn_drop_rate,
+                norm_eps=norm_eps,
+                with_cp=with_cp) for i in range(self.num_stages))
+        self._freeze_stages()
+
+    # ----------------------------------------------------------------- weights
+    def init_weights(self) -> None:
+        """Load ``init_cfg``'s pretrained checkpoint, or initialise from scratch."""
+        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+            from ...checkpoint import load_pretrained  # the one place checkpoints are read
+            load_pretrained(self, self.init_cfg['checkpoint'],
+                            map_location=self.init_cfg.get('map_location', 'cpu'))
+            self._is_init = True
+            return
+        if self.init_cfg is not None:
+            super().init_weights()
+            return
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Conv2d):
+                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+                nn.init.normal_(module.weight, 0, math.sqrt(2.0 / fan_out))
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for stage in self.stages:
+            trunc_normal_(stage.pos_embed, std=0.02)
+            if stage.cls_token is not None:
+                trunc_normal_(stage.cls_token, std=0.02)
+        self._is_init = True
+
+    # ----------------------------------------------------------------- training mode
+    def _freeze_stages(self) -> None:
+        for stage in self.stages[:max(self.frozen_stages, 0)]:
+            stage.eval()
+            for param in stage.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'PVT':
+        super().train(mode)
+        self._freeze_stages()  # frozen stages stay in eval mode (dropout off)
+        return self
+
+    # ----------------------------------------------------------------- forward
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(f'PVT expects an NCHW batch, got a tensor of shape {tuple(x.shape)}.')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'PVT was built for {self.in_channels} input channels but got '
+                             f'{x.shape[1]} (shape {tuple(x.shape)}); convert the image or set '
+                             'in_channels.')
+        if not x.is_floating_point():
+            raise ValueError(f'PVT expects a floating-point image, got {x.dtype}; normalise it '
+                             '(e.g. with a data preprocessor) first.')
+        min_side = self.strides[-1]
+        if x.shape[2] < min_side or x.shape[3] < min_side:
+            raise ValueError(f'Input of {x.shape[2]}x{x.shape[3]} is smaller than one stride-'
+                             f'{min_side} cell; PVT needs at least {min_side}x{min_side} pixels. '
+                             'Resize or pad the image.')
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """Return the maps of ``out_indices`` (last one is the class token in cls mode)."""
+        self._check_input(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            tokens, (h, w) = stage(x)
+            if stage.cls_token is not None:
+                cls_token, tokens = tokens[:, 0], tokens[:, 1:]
+            x = tokens.reshape(tokens.shape[0], h, w, -1).permute(0, 3, 1, 2)
+            if i in self.out_indices:
+                outs.append(cls_token if stage.cls_token is not None else x.contiguous())
+        return tuple(outs)

@@ -1,0 +1,152 @@
+"""Building blocks of the Pyramid Vision Transformer.
+
+Tokens travel between blocks as ``(B, N, C)`` tensors together with the spatial size
+``(H, W)`` of the grid they came from; ``N = num_prefix_tokens + H * W`` where the prefix
+holds the class token when there is one.
+"""
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from mmcv.cnn.bricks import DropPath
+from torch import Tensor, nn
+
+HW = Tuple[int, int]
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch embedding: a conv with kernel = stride = ``patch_size``,
+    then LayerNorm.
+
+    Sizes that are not a multiple of ``patch_size`` lose their last rows/columns, exactly
+    like the official PVT (the conv floors).
+
+    Args:
+        in_channels: Channels of the input map.
+        embed_dims: Channels of the output tokens.
+        patch_size: Side of each square patch (kernel and stride of the conv).
+        norm_eps: LayerNorm epsilon.
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int, patch_size: int,
+                 norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dims, eps=norm_eps)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, HW]:
+        x = self.proj(x)
+        hw = (x.shape[2], x.shape[3])
+        return self.norm(x.flatten(2).transpose(1, 2)), hw
+
+
+class SpatialReductionAttention(nn.Module):
+    """Multi-head attention whose keys and values come from a grid shrunk R x R times.
+
+    Queries keep full resolution; keys/values are computed from the tokens after a conv
+    with kernel = stride = ``sr_ratio`` and a LayerNorm, so the cost drops by ``R**2``.
+    Attention runs through :func:`torch.nn.functional.scaled_dot_product_attention`, which
+    never materialises the attention matrix when a fused kernel is available.
+
+    Args:
+        embed_dims: Token channels.
+        num_heads: Attention heads; must divide ``embed_dims``.
+        sr_ratio: Spatial reduction ratio R (1 disables the reduction).
+        qkv_bias: Whether the q and kv projections have a bias.
+        attn_drop: Dropout on the attention weights (training only).
+        proj_drop: Dropout after the output projection.
+        norm_eps: LayerNorm epsilon of the reduction.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, sr_ratio: int = 1,
+                 qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0,
+                 norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        if embed_dims % num_heads:
+            raise ValueError(f'embed_dims ({embed_dims}) must be divisible by num_heads ({num_heads})')
+        self.num_heads = num_heads
+        self.sr_ratio = sr_ratio
+        self.attn_drop = attn_drop
+        # Names q / kv / sr / norm / proj follow the official release so weights map 1:1.
+        self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+        self.kv = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(embed_dims, embed_dims, kernel_size=sr_ratio, stride=sr_ratio)
+            self.norm = nn.LayerNorm(embed_dims, eps=norm_eps)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _reduce(self, x: Tensor, hw: HW, num_prefix_tokens: int) -> Tensor:
+        """Shrink the spatial tokens R x R times; prefix tokens (class token) pass through."""
+        if self.sr_ratio == 1:
+            return x
+        prefix, spatial = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
+        b, _, c = spatial.shape
+        # A (B, H, W, C) view permuted to NCHW is channels-last in memory: no copy needed.
+        grid = spatial.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
+        reduced = self.norm(self.sr(grid).flatten(2).transpose(1, 2))
+        return torch.cat((prefix, reduced), dim=1) if num_prefix_tokens else reduced
+
+    def forward(self, x: Tensor, hw: HW, num_prefix_tokens: int = 0) -> Tensor:
+        b, n, c = x.shape
+        head_dims = c // self.num_heads
+        q = self.q(x).reshape(b, n, self.num_heads, head_dims).transpose(1, 2)
+        kv = self.kv(self._reduce(x, hw, num_prefix_tokens))
+        k, v = kv.reshape(b, -1, 2, self.num_heads, head_dims).permute(2, 0, 3, 1, 4).unbind(0)
+        x = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        x = x.transpose(1, 2).reshape(b, n, c)
+        return self.proj_drop(self.proj(x))
+
+
+class FFN(nn.Module):
+    """Two-layer MLP with GELU, the Transformer feed-forward block.
+
+    Args:
+        embed_dims: Token channels.
+        hidden_dims: Hidden channels (``mlp_ratio * embed_dims``).
+        drop: Dropout after the activation and after the second layer.
+    """
+
+    def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dims, hidden_dims)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dims, embed_dims)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm Transformer encoder layer with spatial-reduction attention.
+
+    Args:
+        embed_dims: Token channels.
+        num_heads: Attention heads.
+        mlp_ratio: Hidden width of the FFN relative to ``embed_dims``.
+        sr_ratio: Spatial reduction ratio of the attention.
+        qkv_bias: Whether q/kv projections have a bias.
+        drop: Dropout inside the FFN and after the attention projection.
+        attn_drop: Dropout on the attention weights.
+        drop_path: Stochastic-depth rate of both residual branches.
+        norm_eps: LayerNorm epsilon.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float, sr_ratio: int,
+                 qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0,
+                 drop_path: float = 0.0, norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(embed_dims, eps=norm_eps)
+        self.attn = SpatialReductionAttention(
+            embed_dims, num_heads, sr_ratio, qkv_bias=qkv_bias, attn_drop=attn_drop,
+            proj_drop=drop, norm_eps=norm_eps)
+        self.norm2 = nn.LayerNorm(embed_dims, eps=norm_eps)
+        self.mlp = FFN(embed_dims, int(embed_dims * mlp_ratio), drop=drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: Tensor, hw: HW, num_prefix_tokens: int = 0) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), hw, num_prefix_tokens))
+        return x + self.drop_path(self.mlp(self.norm2(x)))

@@ -1,0 +1,46 @@
+"""The one place that decides which OpenMMLab libraries see pvt_mm's models.
+
+``import pvt_mm`` (or ``custom_imports=dict(imports=['pvt_mm'])`` in a config) registers
+``PVT`` in pvt_mm's own registry and in the model registries of mmdet, mmsegmentation and
+mmpretrain, for each of them that is installed, so ``type='PVT'`` builds under any of
+those default scopes.
+"""
+import importlib
+from typing import Dict, List
+
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import Registry
+
+from .models import PVT
+
+# pvt_mm's own scope, a child of mmengine's root: `type='pvt_mm.PVT'` always works.
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope='pvt_mm')
+
+# Library -> module holding its MODELS registry.
+DOWNSTREAM_REGISTRIES: Dict[str, str] = {
+    'mmdet': 'mmdet.registry',
+    'mmseg': 'mmseg.registry',
+    'mmpretrain': 'mmpretrain.registry',
+}
+PUBLIC_MODELS = {'PVT': PVT}
+
+
+def register_all_modules() -> List[str]:
+    """Register pvt_mm's models everywhere they should be visible; idempotent.
+
+    Returns:
+        The scopes (libraries) the models were registered in.
+    """
+    scopes = []
+    registries = [MODELS]
+    for scope, module_name in DOWNSTREAM_REGISTRIES.items():
+        try:
+            registries.append(importlib.import_module(module_name).MODELS)
+        except ImportError:
+            continue  # that library is not installed: nothing there needs PVT
+        scopes.append(scope)
+    for registry in registries:
+        for name, cls in PUBLIC_MODELS.items():
+            if name not in registry.module_dict:
+                registry.register_module(name=name, module=cls)
+    return scopes
