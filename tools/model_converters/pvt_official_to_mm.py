@@ -1,0 +1,32 @@
+#!/usr/bin/env python
+"""Convert an official PVT release checkpoint to pvt_mm's key format.
+
+Usage:
+    python tools/model_converters/pvt_official_to_mm.py pvt_small.pth pvt_small_mm.pth
+
+Not required for training (``init_cfg=dict(type='Pretrained', checkpoint=...)`` converts on
+the fly); useful to inspect or re-publish weights. Converting twice is harmless.
+"""
+import argparse
+import sys
+
+from pvt_mm.checkpoint import CheckpointError, convert_checkpoint_file
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('src', help='official PVT checkpoint (.pth, optionally under "model")')
+    parser.add_argument('dst', help='where to write the pvt_mm checkpoint')
+    parser.add_argument('--num-stages', type=int, default=4)
+    args = parser.parse_args()
+    try:
+        state = convert_checkpoint_file(args.src, args.dst, args.num_stages)
+    except (FileNotFoundError, CheckpointError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    print(f'wrote {len(state)} tensors to {args.dst}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
