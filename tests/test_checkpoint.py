@@ -1,0 +1,234 @@
+"""Pretrained weights: official-format equivalence, every supported wrapper, and clear
+errors for every checkpoint that does not fit."""
+import logging
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from official_pvt import OfficialPVT
+from pvt_mm import PVT
+from pvt_mm.checkpoint import (CheckpointError, convert_official_keys, load_pretrained,
+                               read_checkpoint)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(depths=(2, 2, 2, 2))
+SMALL = dict(depths=(3, 4, 6, 3))
+
+
+@pytest.fixture(scope='module')
+def official_tiny():
+    torch.manual_seed(0)
+    return OfficialPVT(**TINY).eval()
+
+
+@pytest.fixture(scope='module')
+def official_tiny_file(official_tiny, tmp_path_factory):
+    path = tmp_path_factory.mktemp('ckpt') / 'pvt_tiny_official.pth'
+    torch.save({'model': official_tiny.state_dict()}, path)  # the release wraps under 'model'
+    return path
+
+
+def _loaded(path, **kwargs):
+    model = PVT(init_cfg=dict(type='Pretrained', checkpoint=str(path)), **kwargs)
+    model.init_weights()
+    return model.eval()
+
+
+@pytest.mark.parametrize('size', [(224, 224), (256, 320), (401, 599)])
+def test_official_weights_reproduce_official_features(official_tiny, official_tiny_file, size):
+    model = _loaded(official_tiny_file, arch='tiny')
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        ours, ref = model(x), official_tiny.forward_dense(x)
+    assert len(ours) == 4
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_official_small_weights_reproduce_official_features(tmp_path):
+    torch.manual_seed(1)
+    official = OfficialPVT(**SMALL).eval()
+    path = tmp_path / 'small.pth'
+    torch.save({'state_dict': official.state_dict()}, path)
+    model = _loaded(path, arch='small')
+    x = torch.randn(1, 3, 224, 288)
+    with torch.no_grad():
+        for a, b in zip(model(x), official.forward_dense(x)):
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_official_weights_in_classification_mode(official_tiny, official_tiny_file):
+    model = _loaded(official_tiny_file, arch='tiny', with_cls_token=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[-1], official_tiny.forward_cls_features(x),
+                                   atol=2e-5, rtol=1e-4)
+        logits = official_tiny.head(model(x)[-1])
+    assert logits.shape == (2, 1000)
+
+
+def test_position_embeddings_resized_to_pretrain_img_size(official_tiny, official_tiny_file):
+    model = _loaded(official_tiny_file, arch='tiny', pretrain_img_size=512)
+    assert model.stages[0].pos_embed.shape == (1, 128 * 128, 64)
+    x = torch.randn(1, 3, 512, 512)
+    with torch.no_grad():
+        for a, b in zip(model(x), official_tiny.forward_dense(x)):
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_leftovers_are_logged_once(official_tiny_file):
+    from mmengine.logging import MMLogger
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        leftovers = load_pretrained(PVT(arch='tiny'), str(official_tiny_file))
+    finally:
+        logger.removeHandler(handler)
+    assert sorted(leftovers) == ['head.bias', 'head.weight', 'stages.3.cls_token',
+                                 'stages.3.norm.bias', 'stages.3.norm.weight']
+    ignored = [r.getMessage() for r in records if 'Ignored' in r.getMessage()]
+    assert len(ignored) == 1 and 'head.weight' in ignored[0]
+    assert any('Loaded PVT' in r.getMessage() for r in records)
+
+
+def test_conversion_is_pure_and_idempotent(official_tiny):
+    original = dict(official_tiny.state_dict())
+    keys_before = list(original)
+    once = convert_official_keys(original)
+    assert list(original) == keys_before  # input untouched
+    assert convert_official_keys(once) == once
+    assert 'stages.0.layers.1.attn.sr.weight' in once and 'block1.1.attn.sr.weight' not in once
+    assert 'stages.3.pos_embed' in once and 'head.weight' in once
+    assert set(once) - {'head.weight', 'head.bias'} <= set(PVT('tiny', with_cls_token=True).state_dict())
+
+
+def test_pvt_mm_checkpoint_and_full_model_checkpoint(tmp_path, official_tiny_file):
+    source = _loaded(official_tiny_file, arch='tiny')
+    own = tmp_path / 'own.pth'
+    torch.save({'state_dict': source.state_dict(), 'meta': {'epoch': 3}}, own)
+    full = tmp_path / 'detector.pth'
+    torch.save({'state_dict': {**{f'backbone.{k}': v for k, v in source.state_dict().items()},
+                               'neck.lateral.weight': torch.zeros(1)}}, full)
+    ddp = tmp_path / 'ddp.pth'
+    torch.save({f'module.{k}': v for k, v in source.state_dict().items()}, ddp)
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        expected = source(x)
+        for path in (own, full, ddp):
+            for a, b in zip(_loaded(path, arch='tiny')(x), expected):
+                torch.testing.assert_close(a, b)
+
+
+def test_classification_checkpoint_loads_as_dense_backbone(tmp_path, official_tiny_file):
+    classifier = _loaded(official_tiny_file, arch='tiny', with_cls_token=True)
+    path = tmp_path / 'classifier.pth'
+    head = {'head.fc.weight': torch.zeros(1000, 512), 'head.fc.bias': torch.zeros(1000)}
+    torch.save({'state_dict': {**{f'backbone.{k}': v for k, v in classifier.state_dict().items()},
+                               **head}}, path)
+    dense = _loaded(path, arch='tiny')
+    torch.testing.assert_close(dense.stages[3].pos_embed, classifier.stages[3].pos_embed[:, 1:])
+
+
+def test_checkpoint_of_another_variant_names_the_keys(tmp_path, official_tiny_file):
+    with pytest.raises(CheckpointError, match=r'(?s)PVT-small.*PVT-tiny.*missing backbone keys.*stages\.0\.layers\.2'):
+        _loaded(official_tiny_file, arch='small')
+    torch.manual_seed(0)
+    small = tmp_path / 'small.pth'
+    torch.save({'model': OfficialPVT(**SMALL).state_dict()}, small)
+    with pytest.raises(CheckpointError, match=r'(?s)unexpected keys.*stages\.0\.layers\.2'):
+        _loaded(small, arch='tiny')
+
+
+def test_shape_mismatch_is_an_error(tmp_path):
+    torch.manual_seed(0)
+    other = OfficialPVT(depths=(2, 2, 2, 2), dims=(32, 64, 160, 256), heads=(1, 2, 5, 8))
+    path = tmp_path / 'narrow.pth'
+    torch.save(other.state_dict(), path)
+    with pytest.raises(CheckpointError, match=r'shape mismatches \(\d+\):.*checkpoint \(64, 32\) vs model \(128, 64\)'):
+        _loaded(path, arch='tiny')
+
+
+def test_missing_truncated_empty_and_foreign_files(tmp_path, official_tiny_file):
+    with pytest.raises(FileNotFoundError, match='does not exist.*from scratch'):
+        _loaded(tmp_path / 'nope.pth', arch='tiny')
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    with pytest.raises(CheckpointError, match='empty'):
+        _loaded(empty, arch='tiny')
+    truncated = tmp_path / 'truncated.pth'
+    data = official_tiny_file.read_bytes()
+    truncated.write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match='truncated'):
+        _loaded(truncated, arch='tiny')
+    text = tmp_path / 'notes.pth'
+    text.write_text('these are not weights\n')
+    with pytest.raises(CheckpointError, match='not a PyTorch checkpoint'):
+        _loaded(text, arch='tiny')
+    foreign = tmp_path / 'resnet.pth'
+    torch.save({'conv1.weight': torch.zeros(64, 3, 7, 7)}, foreign)
+    with pytest.raises(CheckpointError, match='holds no PVT weights'):
+        _loaded(foreign, arch='tiny')
+
+
+class _Payload:
+    """Unpickling this runs code: the kind of checkpoint that must be refused."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+def test_crafted_pickle_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / 'payload_ran'
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'stages.0.pos_embed': torch.zeros(1)}, 'x': _Payload(marker)}, path)
+    with pytest.raises(CheckpointError, match='Refused to load'):
+        _loaded(path, arch='tiny')
+    assert not marker.exists()
+    with open(path, 'rb') as f:  # sanity: the file really is armed
+        assert b'system' in f.read()
+
+
+def test_safetensors_input(tmp_path, official_tiny):
+    import safetensors.torch as safetensors  # installed with the tests extra
+    path = tmp_path / 'tiny.safetensors'
+    safetensors.save_file({k: v.contiguous() for k, v in official_tiny.state_dict().items()}, str(path))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(_loaded(path, arch='tiny')(x), official_tiny.forward_dense(x)):
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_mmengine_training_checkpoint_reads_with_weights_only(tmp_path, official_tiny_file):
+    import numpy as np
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_instance('pvt_mm_test')
+    hub.update_scalar('train/loss', np.float64(1.5))
+    path = tmp_path / 'epoch_1.pth'
+    model = _loaded(official_tiny_file, arch='tiny')
+    torch.save({'meta': {'epoch': 1, 'seed': np.int64(3)}, 'message_hub': hub.state_dict(),
+                'state_dict': {f'backbone.{k}': v for k, v in model.state_dict().items()}}, path)
+    assert 'message_hub' in read_checkpoint(str(path))
+    _loaded(path, arch='tiny')
+
+
+def test_converter_tool(tmp_path, official_tiny, official_tiny_file):
+    out = tmp_path / 'converted.pth'
+    subprocess.run([sys.executable, str(REPO / 'tools' / 'model_converters' / 'pvt_official_to_mm.py'),
+                    str(official_tiny_file), str(out)], check=True, cwd=REPO)
+    state = torch.load(out, weights_only=True)['state_dict']
+    assert 'stages.1.layers.0.attn.kv.weight' in state
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(_loaded(out, arch='tiny')(x), official_tiny.forward_dense(x)):
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
