@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Idempotent environment setup for pvt_mm.
+#
+# Turns a fresh machine (Python 3.11, no GPU needed) into a working OpenMMLab stack in
+# .venv/ at the repository root.  Run it as often as you like: every step checks first
+# and does nothing when its work is already done.
+#
+# mmcv 2.1.0 has no Linux wheel on the index, so it is built from source with its
+# compiled ops (about 15 minutes on 2 cores).  The built wheel is cached outside the
+# repository, keyed by the torch version it was built against, so a second install takes
+# seconds.  Override the cache location with PVT_MM_CACHE.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${PVT_MM_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+CACHE="${PVT_MM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pvt_mm}"
+
+TORCH_VERSION=2.14.1
+TORCHVISION_VERSION=0.29.1
+MMCV_VERSION=2.1.0
+MMENGINE_VERSION=0.10.7
+MMDET_VERSION=3.3.0
+MMSEG_VERSION=1.2.2
+MMPRETRAIN_VERSION=1.2.0
+
+log() { printf '[setup_env] %s\n' "$*" >&2; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating virtual environment in $VENV"
+  "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+pip_install() { "$VPY" -m pip install --quiet --disable-pip-version-check "$@"; }
+
+have() {  # have MODULE VERSION -> true when MODULE imports at exactly VERSION
+  "$VPY" - "$1" "$2" <<'PYEOF' 2>/dev/null
+import importlib.metadata as md, sys
+try:
+    sys.exit(0 if md.version(sys.argv[1]) == sys.argv[2] else 1)
+except md.PackageNotFoundError:
+    sys.exit(1)
+PYEOF
+}
+
+# 1. torch + torchvision (the CUDA build: it also runs on CPU, and torchvision needs it).
+if ! have torch "$TORCH_VERSION" || ! have torchvision "$TORCHVISION_VERSION"; then
+  log "installing torch $TORCH_VERSION and torchvision $TORCHVISION_VERSION"
+  pip_install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+fi
+
+# 2. mmcv with compiled ops, from the wheel cache or built from source.
+if ! "$VPY" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_VERSION')" 2>/dev/null; then
+  PYTAG="$("$VPY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
+  WHEEL_DIR="$CACHE/wheels/mmcv-$MMCV_VERSION-torch$TORCH_VERSION-$PYTAG-$(uname -m)"
+  WHEEL="$(ls "$WHEEL_DIR"/mmcv-*.whl 2>/dev/null | head -n 1 || true)"
+  if [ -z "$WHEEL" ]; then
+    log "building mmcv $MMCV_VERSION with ops from source (about 15 minutes on 2 cores)"
+    # mmcv's setup.py imports pkg_resources (gone from setuptools >= 70); torch itself wants
+    # a newer setuptools, restored right after the build.
+    pip_install "setuptools<70" wheel ninja
+    BUILD="$(mktemp -d)"
+    trap 'rm -rf "$BUILD"' EXIT
+    "$VPY" -m pip download --quiet --no-deps --no-binary :all: --no-build-isolation \
+      "mmcv==$MMCV_VERSION" -d "$BUILD"
+    tar -xzf "$BUILD"/mmcv-"$MMCV_VERSION".tar.gz -C "$BUILD"
+    SRC="$BUILD/mmcv-$MMCV_VERSION"
+    # torch >= 2.10 headers need C++20; mmcv 2.1.0 hard-codes C++17.
+    sed -i 's/-std=c++17/-std=c++20/g; s/std=c++14/std=c++20/g' "$SRC/setup.py"
+    (cd "$SRC" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+      "$VPY" -m pip wheel --no-build-isolation --no-deps --quiet -w "$BUILD/dist" .)
+    mkdir -p "$WHEEL_DIR"
+    # Copy then rename so an interrupted copy never leaves a half wheel in the cache.
+    BUILT="$(ls "$BUILD"/dist/mmcv-*.whl)"
+    cp "$BUILT" "$WHEEL_DIR/.partial" && mv "$WHEEL_DIR/.partial" "$WHEEL_DIR/$(basename "$BUILT")"
+    WHEEL="$WHEEL_DIR/$(basename "$BUILT")"
+    log "cached $WHEEL"
+    pip_install "setuptools>=77.0.3"
+  else
+    log "installing cached $WHEEL"
+  fi
+  pip_install --no-deps "$WHEEL"
+  # mmcv's own runtime needs (its wheel was installed without resolving them).
+  pip_install addict numpy packaging Pillow pyyaml yapf opencv-python
+fi
+
+# 3. The OpenMMLab libraries, their undeclared needs, test tools, and pvt_mm itself.
+if ! have mmengine "$MMENGINE_VERSION" || ! have mmdet "$MMDET_VERSION" \
+   || ! have mmsegmentation "$MMSEG_VERSION" || ! have mmpretrain "$MMPRETRAIN_VERSION" \
+   || ! have pvt_mm "$("$VPY" -c "import re;print(re.search(r\"__version__ = '(.+)'\", open('$ROOT/pvt_mm/version.py').read())[1])")" \
+   || ! "$VPY" -c "import ftfy, regex, pytest, pycocotools" 2>/dev/null; then
+  log "installing mmengine, mmdet, mmsegmentation, mmpretrain and pvt_mm"
+  pip_install "mmengine==$MMENGINE_VERSION" "mmdet==$MMDET_VERSION" \
+    "mmsegmentation==$MMSEG_VERSION" "mmpretrain==$MMPRETRAIN_VERSION" \
+    "mmcv==$MMCV_VERSION" ftfy regex
+  pip_install -e "$ROOT[tests]"
+fi
+
+"$VPY" -c "import mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models, pvt_mm" \
+  || { log "the stack does not import; see the messages above"; exit 1; }
+log "ready: $VENV"
