@@ -20,6 +20,11 @@ from torch import Tensor, nn
 StateDict = Dict[str, Tensor]
 
 
+# Where the official ImageNet-1k PVT v1 weights are published.
+OFFICIAL_RELEASE_URL = 'https://github.com/whai362/PVT/releases/download/v2/'
+OFFICIAL_RELEASE_FILES = ('pvt_tiny.pth', 'pvt_small.pth', 'pvt_medium.pth', 'pvt_large.pth')
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model."""
 
@@ -68,10 +73,12 @@ def read_checkpoint(path: str, map_location: str = 'cpu') -> dict:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
+        name = os.path.basename(path)
+        source = (f'from {OFFICIAL_RELEASE_URL}{name} ' if name in OFFICIAL_RELEASE_FILES else '')
         raise FileNotFoundError(
-            f'Checkpoint file {path!r} does not exist. Download the weights and put them '
-            'there, point init_cfg.checkpoint at the right file, or set init_cfg=None to '
-            'train from scratch.')
+            f'Checkpoint file {path!r} does not exist. Download the weights {source}and put '
+            'them there (configs/_base_/pvt.py lists the paths), point '
+            'init_cfg.checkpoint at the right file, or set init_cfg=None to train from scratch.')
     if os.path.getsize(path) == 0:
         raise CheckpointError(f'Checkpoint file {path!r} is empty (0 bytes); download it again.')
     if path.endswith('.safetensors'):
