@@ -13,6 +13,9 @@ INSTALL_REQUIRES = [
     'mmengine>=0.10.0,<1.0.0',
     'mmcv>=2.0.0,<2.2.0',  # mmdet 3.3 and mmseg 1.2 refuse mmcv >= 2.2
     'numpy',
+    # mmengine resolves cross-library config bases (`mmdet::...`) with pkg_resources, which
+    # setuptools dropped in 81; torch 2.14 asks for >= 77.
+    'setuptools>=77.0.3,<81',
 ]
 EXTRAS = {
     'det': ['mmdet>=3.3.0,<3.4.0', 'pycocotools'],

@@ -56,8 +56,8 @@ if ! "$VPY" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_
   WHEEL="$(ls "$WHEEL_DIR"/mmcv-*.whl 2>/dev/null | head -n 1 || true)"
   if [ -z "$WHEEL" ]; then
     log "building mmcv $MMCV_VERSION with ops from source (about 15 minutes on 2 cores)"
-    # mmcv's setup.py imports pkg_resources (gone from setuptools >= 70); torch itself wants
-    # a newer setuptools, restored right after the build.
+    # mmcv 2.1.0's setup.py only builds with setuptools < 70; torch and mmengine want
+    # 77 <= setuptools < 81 (mmengine needs pkg_resources), restored right after the build.
     pip_install "setuptools<70" wheel ninja
     BUILD="$(mktemp -d)"
     trap 'rm -rf "$BUILD"' EXIT
@@ -75,7 +75,7 @@ if ! "$VPY" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_
     cp "$BUILT" "$WHEEL_DIR/.partial" && mv "$WHEEL_DIR/.partial" "$WHEEL_DIR/$(basename "$BUILT")"
     WHEEL="$WHEEL_DIR/$(basename "$BUILT")"
     log "cached $WHEEL"
-    pip_install "setuptools>=77.0.3"
+    pip_install "setuptools>=77.0.3,<81"
   else
     log "installing cached $WHEEL"
   fi
@@ -88,11 +88,12 @@ fi
 if ! have mmengine "$MMENGINE_VERSION" || ! have mmdet "$MMDET_VERSION" \
    || ! have mmsegmentation "$MMSEG_VERSION" || ! have mmpretrain "$MMPRETRAIN_VERSION" \
    || ! have pvt_mm "$("$VPY" -c "import re;print(re.search(r\"__version__ = '(.+)'\", open('$ROOT/pvt_mm/version.py').read())[1])")" \
-   || ! "$VPY" -c "import ftfy, regex, pytest, pycocotools" 2>/dev/null; then
+   || ! "$VPY" -c "import ftfy, regex, pytest, pycocotools, pkg_resources" 2>/dev/null; then
   log "installing mmengine, mmdet, mmsegmentation, mmpretrain and pvt_mm"
   pip_install "mmengine==$MMENGINE_VERSION" "mmdet==$MMDET_VERSION" \
     "mmsegmentation==$MMSEG_VERSION" "mmpretrain==$MMPRETRAIN_VERSION" \
-    "mmcv==$MMCV_VERSION" ftfy regex
+    "mmcv==$MMCV_VERSION" ftfy regex \
+    "setuptools>=77.0.3,<81"  # mmengine resolves `mmdet::` config bases with pkg_resources
   pip_install -e "$ROOT[tests]"
 fi
 
