@@ -1,0 +1,2 @@
+_base_ = './pvt_tiny_fpn_1x_coco.py'
+model = dict(backbone=dict(arch='large', init_cfg=dict(checkpoint={{_base_.pvt_pretrained.large}})))

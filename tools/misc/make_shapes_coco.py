@@ -1,0 +1,133 @@
+#!/usr/bin/env python
+"""Generate the embedded detection set: synthetic images in real COCO layout.
+
+    python tools/misc/make_shapes_coco.py [--out data/shapes_coco] [--train 96] [--val 32]
+
+Writes ``annotations/instances_{train,val}2017.json``, ``train2017/`` and ``val2017/``.
+Each 320x256 image holds 1-3 filled shapes on a noisy background, annotated with boxes and
+polygon masks. The json lists COCO's 80 categories with their real ids, and the shapes are
+filed under three of them (circle: 'sports ball', triangle: 'kite', rectangle: 'tv'), so
+mmdet's ``CocoDataset`` and ``CocoMetric`` run unchanged and a config switches to real
+COCO by changing ``data_root`` only. Generation is deterministic for a given seed, and
+the output appears atomically (written to a temporary folder, then renamed).
+"""
+import argparse
+import json
+import math
+import os
+import os.path as osp
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+COCO_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+            25, 27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49,
+            50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74,
+            75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90]
+SHAPE_CATEGORY = {'circle': 'sports ball', 'triangle': 'kite', 'rectangle': 'tv'}
+WIDTH, HEIGHT = 320, 256
+
+
+def coco_categories() -> list:
+    from mmdet.datasets import CocoDataset
+    names = CocoDataset.METAINFO['classes']
+    assert len(names) == len(COCO_IDS) == 80
+    return [dict(id=i, name=n, supercategory='none') for i, n in zip(COCO_IDS, names)]
+
+
+def shape_polygon(kind: str, cx: float, cy: float, r: float, rng) -> list:
+    if kind == 'circle':
+        return [(cx + r * math.cos(t), cy + r * math.sin(t))
+                for t in np.linspace(0, 2 * math.pi, 24, endpoint=False)]
+    if kind == 'triangle':
+        a0 = rng.uniform(0, 2 * math.pi)
+        return [(cx + r * math.cos(a0 + k * 2 * math.pi / 3), cy + r * math.sin(a0 + k * 2 * math.pi / 3))
+                for k in range(3)]
+    w, h = r * rng.uniform(0.7, 1.0), r * rng.uniform(0.7, 1.0)
+    return [(cx - w, cy - h), (cx + w, cy - h), (cx + w, cy + h), (cx - w, cy + h)]
+
+
+def polygon_area(points) -> float:
+    xs, ys = zip(*points)
+    return 0.5 * abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs))))
+
+
+def make_split(out_dir: str, split: str, num_images: int, rng, categories, first_ann_id: int):
+    name_to_id = {c['name']: c['id'] for c in categories}
+    img_dir = osp.join(out_dir, f'{split}2017')
+    os.makedirs(img_dir)
+    images, annotations, ann_id = [], [], first_ann_id
+    for index in range(num_images):
+        image_id = index + 1
+        base = rng.uniform(40, 200, size=3)
+        pixels = base + rng.normal(0, 18, size=(HEIGHT, WIDTH, 3))
+        img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(img)
+        placed = []
+        for _ in range(rng.integers(1, 4)):
+            for _attempt in range(20):  # avoid heavy overlap so every box is learnable
+                r = rng.uniform(18, 56)
+                cx, cy = rng.uniform(r, WIDTH - r), rng.uniform(r, HEIGHT - r)
+                if all(math.hypot(cx - px, cy - py) > (r + pr) * 0.8 for px, py, pr in placed):
+                    break
+            else:
+                continue
+            placed.append((cx, cy, r))
+            kind = rng.choice(list(SHAPE_CATEGORY))
+            polygon = shape_polygon(kind, cx, cy, r, rng)
+            color = tuple(int(c) for c in (255 - base + rng.uniform(-40, 40, 3)).clip(0, 255))
+            draw.polygon(polygon, fill=color)
+            xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
+            x0, y0 = max(min(xs), 0), max(min(ys), 0)
+            x1, y1 = min(max(xs), WIDTH), min(max(ys), HEIGHT)
+            annotations.append(dict(
+                id=ann_id, image_id=image_id, category_id=name_to_id[SHAPE_CATEGORY[kind]],
+                bbox=[round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                area=round(polygon_area(polygon), 2), iscrowd=0,
+                segmentation=[[round(v, 2) for p in polygon for v in p]]))
+            ann_id += 1
+        file_name = f'{image_id:012d}.jpg'
+        img.save(osp.join(img_dir, file_name), quality=95)
+        images.append(dict(id=image_id, file_name=file_name, width=WIDTH, height=HEIGHT))
+    with open(osp.join(out_dir, 'annotations', f'instances_{split}2017.json'), 'w') as f:
+        json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+    return ann_id
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--out', default='data/shapes_coco')
+    parser.add_argument('--train', type=int, default=96, help='number of training images')
+    parser.add_argument('--val', type=int, default=32, help='number of validation images')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--force', action='store_true', help='regenerate even if it exists')
+    args = parser.parse_args()
+    if args.train < 1 or args.val < 1:
+        parser.error('--train and --val must be at least 1')
+    if osp.isfile(osp.join(args.out, 'annotations', 'instances_val2017.json')) and not args.force:
+        print(f'{args.out} already exists; use --force to regenerate')
+        return 0
+    rng = np.random.default_rng(args.seed)
+    categories = coco_categories()
+    parent = osp.dirname(osp.abspath(args.out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.shapes_coco_', dir=parent)
+    try:
+        os.makedirs(osp.join(tmp, 'annotations'))
+        next_id = make_split(tmp, 'train', args.train, rng, categories, 1)
+        make_split(tmp, 'val', args.val, rng, categories, next_id)
+        if osp.exists(args.out):
+            shutil.rmtree(args.out)
+        os.replace(tmp, args.out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f'wrote {args.train} training and {args.val} validation images to {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint of any pvt_mm model (COCO AP, mIoU or top-1, per the config).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl]
+                                           [--show-dir DIR] [--cfg-options k=v ...]
+    bash tools/dist_test.sh CONFIG CHECKPOINT NUM_GPUS [args]
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+import warnings
+
+# mmengine imports pkg_resources to resolve `mmdet::` bases; its deprecation notice is noise.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+from mmengine.config import Config, DictAction
+from mmengine.evaluator import DumpResults
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from pvt_mm.runtime import allow_mmengine_checkpoints, init_distributed
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test a model with a PVT backbone')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save logs and metrics')
+    parser.add_argument('--out', help='dump raw predictions to this .pkl file')
+    parser.add_argument('--show-dir', help='save drawn predictions under this directory')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. test_dataloader.batch_size=2')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def enable_drawing(cfg: Config, show_dir: str) -> None:
+    """Switch on the family's visualisation hook so test images are drawn to ``show_dir``."""
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        sys.exit('error: --show-dir needs a visualization hook in default_hooks')
+    if hook['type'] == 'VisualizationHook':  # mmpretrain
+        hook.update(enable=True, out_dir=show_dir)
+    else:  # mmdet DetVisualizationHook, mmseg SegVisualizationHook
+        hook['draw'] = True
+        if 'DetVisualizationHook' in hook['type']:
+            hook['test_out_dir'] = osp.abspath(show_dir)
+        else:
+            cfg.visualizer['save_dir'] = show_dir
+
+
+def main() -> None:
+    args = parse_args()
+    for path, what in ((args.config, 'config'), (args.checkpoint, 'checkpoint')):
+        if not osp.isfile(path):
+            sys.exit(f'error: {what} file {path!r} does not exist')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        enable_drawing(cfg, args.show_dir)
+    allow_mmengine_checkpoints()
+    init_distributed(cfg, args.launcher)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if args.out:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            sys.exit('error: --out must end with .pkl or .pickle')
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+    metrics = runner.test()
+    from mmengine.dist import is_main_process
+    if is_main_process():  # machine-readable copy of the metrics, written atomically
+        out = osp.join(cfg.work_dir, 'test_metrics.json')
+        with open(out + '.tmp', 'w') as f:
+            json.dump({k: float(v) if isinstance(v, (int, float)) else str(v)
+                       for k, v in metrics.items()}, f, indent=2)
+        os.replace(out + '.tmp', out)
+
+
+if __name__ == '__main__':
+    main()
