@@ -1,0 +1,23 @@
+# Semantic FPN (mmseg 1.2's EncoderDecoder + FPN + FPNHead) with a PVT backbone, as in the
+# official PVT release: FPN 256 channels / 4 levels, FPNHead 128 channels, dropout 0.1.
+# Variants change `arch` and the checkpoint.
+_base_ = ['mmseg::_base_/models/fpn_r50.py', '../pvt.py']
+model = dict(
+    pretrained=None,  # weights come through the backbone's init_cfg
+    data_preprocessor=dict(size=(512, 512)),  # the training crop size
+    backbone=dict(
+        _delete_=True,
+        type='PVT',
+        arch='tiny',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint={{_base_.pvt_pretrained.tiny}})),
+    # Every Table 1 variant has the same stage widths.
+    neck=dict(in_channels=[64, 128, 320, 512], out_channels=256, num_outs=4),
+    decode_head=dict(
+        in_channels=[256, 256, 256, 256],
+        channels=128,
+        feature_strides=[4, 8, 16, 32],
+        num_classes=150,
+        dropout_ratio=0.1,
+        align_corners=False))
