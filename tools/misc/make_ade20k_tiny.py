@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""Generate the embedded segmentation set: synthetic scenes in real ADE20K layout.
+
+    python tools/misc/make_ade20k_tiny.py [--out data/ade20k_tiny] [--train 32] [--val 8]
+
+Writes ``images/{training,validation}/ADE_{train,val}_%08d.jpg`` and
+``annotations/{training,validation}/ADE_{train,val}_%08d.png``, the layout of
+``ADEChallengeData2016``. Label maps hold ADE20K's raw ids: 0 is "other" (ignored after
+``reduce_zero_label``, as in ADE20K) and 1..150 are the 150 classes in ADE20K's order, so
+mmseg's ``ADE20KDataset`` and ``IoUMetric`` run unchanged and a config switches to the real
+data by changing ``data_root`` only. Each 160x120 scene is sky over wall over floor with a
+tree, a car and a person drawn in, region boundaries left as 0. Generation is deterministic
+for a given seed, and the output appears atomically (temporary folder, then rename).
+"""
+import argparse
+import os
+import os.path as osp
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+WIDTH, HEIGHT = 160, 120
+# ADE20K raw ids (1-based index into ADE20KDataset.METAINFO['classes']).
+ADE_IDS = {'wall': 1, 'sky': 3, 'floor': 4, 'tree': 5, 'person': 13, 'car': 21}
+BASE_COLOURS = {'wall': (170, 160, 140), 'sky': (120, 170, 230), 'floor': (110, 80, 50),
+                'tree': (40, 120, 40), 'person': (220, 180, 150), 'car': (200, 30, 30)}
+
+
+def check_ids() -> None:
+    """The ids above must be ADE20K's (checked against mmseg when it is installed)."""
+    try:
+        from mmseg.datasets import ADE20KDataset
+    except ImportError:  # pragma: no cover - generation works without mmseg
+        return
+    classes = [c.strip() for c in ADE20KDataset.METAINFO['classes']]
+    assert len(classes) == 150
+    for name, raw_id in ADE_IDS.items():
+        assert classes[raw_id - 1] == name, (name, raw_id, classes[raw_id - 1])
+
+
+def make_scene(rng):
+    """One image and its raw-id label map."""
+    label = Image.new('L', (WIDTH, HEIGHT), 0)
+    img = Image.new('RGB', (WIDTH, HEIGHT))
+    draw_l, draw_i = ImageDraw.Draw(label), ImageDraw.Draw(img)
+
+    def colour(name):
+        return tuple(int(c) for c in np.clip(np.array(BASE_COLOURS[name]) + rng.normal(0, 15, 3), 0, 255))
+
+    horizon = int(rng.uniform(0.25, 0.45) * HEIGHT)
+    floor_line = int(rng.uniform(0.65, 0.8) * HEIGHT)
+    for name, box in (('sky', (0, 0, WIDTH, horizon)), ('wall', (0, horizon, WIDTH, floor_line)),
+                      ('floor', (0, floor_line, WIDTH, HEIGHT))):
+        draw_i.rectangle(box, fill=colour(name))
+        draw_l.rectangle(box, fill=ADE_IDS[name])
+    # Unlabelled ("other", 0) seams between the regions.
+    for y in (horizon, floor_line):
+        draw_l.rectangle((0, y - 1, WIDTH, y + 1), fill=0)
+    # A tree (disc on a trunk), a car (box) and a person (ellipse), at random places.
+    cx, r = rng.uniform(20, WIDTH - 20), rng.uniform(10, 20)
+    cy = horizon + rng.uniform(-5, 10)
+    for draw, fill in ((draw_i, colour('tree')), (draw_l, ADE_IDS['tree'])):
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+        draw.rectangle((cx - 3, cy + r - 2, cx + 3, floor_line), fill=fill)
+    w, h = rng.uniform(25, 45), rng.uniform(12, 20)
+    x0 = rng.uniform(0, WIDTH - w)
+    y1 = rng.uniform(floor_line, HEIGHT - 2)
+    for draw, fill in ((draw_i, colour('car')), (draw_l, ADE_IDS['car'])):
+        draw.rectangle((x0, y1 - h, x0 + w, y1), fill=fill)
+    pw, ph = rng.uniform(7, 12), rng.uniform(25, 40)
+    px = rng.uniform(0, WIDTH - pw)
+    py1 = rng.uniform(floor_line - 5, HEIGHT - 2)
+    for draw, fill in ((draw_i, colour('person')), (draw_l, ADE_IDS['person'])):
+        draw.ellipse((px, py1 - ph, px + pw, py1), fill=fill)
+    pixels = np.asarray(img, dtype=np.float32) + rng.normal(0, 8, (HEIGHT, WIDTH, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), label
+
+
+def make_split(root: str, split: str, prefix: str, num_images: int, rng) -> None:
+    img_dir, ann_dir = osp.join(root, 'images', split), osp.join(root, 'annotations', split)
+    os.makedirs(img_dir)
+    os.makedirs(ann_dir)
+    for index in range(1, num_images + 1):
+        img, label = make_scene(rng)
+        name = f'ADE_{prefix}_{index:08d}'
+        img.save(osp.join(img_dir, name + '.jpg'), quality=95)
+        label.save(osp.join(ann_dir, name + '.png'))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--out', default='data/ade20k_tiny')
+    parser.add_argument('--train', type=int, default=32, help='number of training images')
+    parser.add_argument('--val', type=int, default=8, help='number of validation images')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--force', action='store_true', help='regenerate even if it exists')
+    args = parser.parse_args()
+    if args.train < 1 or args.val < 1:
+        parser.error('--train and --val must be at least 1')
+    if osp.isdir(osp.join(args.out, 'annotations', 'validation')) and not args.force:
+        print(f'{args.out} already exists; use --force to regenerate')
+        return 0
+    check_ids()
+    rng = np.random.default_rng(args.seed)
+    parent = osp.dirname(osp.abspath(args.out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.ade20k_tiny_', dir=parent)
+    try:
+        make_split(tmp, 'training', 'train', args.train, rng)
+        make_split(tmp, 'validation', 'val', args.val, rng)
+        if osp.exists(args.out):
+            shutil.rmtree(args.out)
+        os.replace(tmp, args.out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f'wrote {args.train} training and {args.val} validation scenes to {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Generate the embedded classification set: synthetic textures in real ImageNet layout.
+
+    python tools/misc/make_imagenet_tiny.py [--out data/imagenet_tiny] [--train 24] [--val 6]
+
+Writes the layout mmpretrain's ``ImageNet`` dataset reads for ImageNet-1k:
+``train/<wnid>/<wnid>_<n>.JPEG``, ``val/ILSVRC2012_val_%08d.JPEG`` and
+``meta/{train,val}.txt`` (``path label`` per line, labels 0..999 in ImageNet-1k's order).
+Four classes are used, filed under ImageNet's first four synsets (0 tench, 1 goldfish,
+2 great white shark, 3 tiger shark; the images are textures, not fish: horizontal stripes,
+vertical stripes, discs and checkerboards, in random colours), so the 1000-way head, the
+dataset and the ``Accuracy`` metric run unchanged and a config switches to ImageNet by
+changing ``data_root`` only. ``--train``/``--val`` are images per class. Generation is
+deterministic for a given seed, and the output appears atomically.
+"""
+import argparse
+import os
+import os.path as osp
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+SIZE = 80
+# (ImageNet-1k label, WordNet id, pattern)
+CLASSES = ((0, 'n01440764', 'hstripes'), (1, 'n01443537', 'vstripes'),
+           (2, 'n01484850', 'discs'), (3, 'n01491361', 'checker'))
+
+
+def make_image(pattern: str, rng) -> Image.Image:
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    period = rng.uniform(8, 16)
+    phase = rng.uniform(0, period)
+    if pattern == 'hstripes':
+        mask = ((yy + phase) // (period / 2)) % 2 == 0
+    elif pattern == 'vstripes':
+        mask = ((xx + phase) // (period / 2)) % 2 == 0
+    elif pattern == 'checker':
+        mask = (((yy + phase) // period) + ((xx + phase) // period)) % 2 == 0
+    else:  # a few discs
+        mask = np.zeros((SIZE, SIZE), bool)
+        for _ in range(rng.integers(2, 5)):
+            cy, cx, r = rng.uniform(10, SIZE - 10), rng.uniform(10, SIZE - 10), rng.uniform(6, 14)
+            mask |= (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2
+    fg, bg = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    while np.abs(fg - bg).sum() < 120:  # keep the pattern visible
+        fg = rng.uniform(0, 255, 3)
+    pixels = np.where(mask[..., None], fg, bg) + rng.normal(0, 12, (SIZE, SIZE, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--out', default='data/imagenet_tiny')
+    parser.add_argument('--train', type=int, default=24, help='training images per class')
+    parser.add_argument('--val', type=int, default=6, help='validation images per class')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--force', action='store_true', help='regenerate even if it exists')
+    args = parser.parse_args()
+    if args.train < 1 or args.val < 1:
+        parser.error('--train and --val must be at least 1')
+    if osp.isfile(osp.join(args.out, 'meta', 'val.txt')) and not args.force:
+        print(f'{args.out} already exists; use --force to regenerate')
+        return 0
+    rng = np.random.default_rng(args.seed)
+    parent = osp.dirname(osp.abspath(args.out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix='.imagenet_tiny_', dir=parent)
+    try:
+        os.makedirs(osp.join(tmp, 'meta'))
+        os.makedirs(osp.join(tmp, 'val'))
+        train_lines, val_lines, val_index = [], [], 0
+        for label, wnid, pattern in CLASSES:
+            os.makedirs(osp.join(tmp, 'train', wnid))
+            for n in range(1, args.train + 1):
+                rel = f'{wnid}/{wnid}_{n}.JPEG'
+                make_image(pattern, rng).save(osp.join(tmp, 'train', rel), format='JPEG', quality=95)
+                train_lines.append(f'{rel} {label}')
+        for n in range(args.val):  # ImageNet's val folder is flat; labels come from meta/val.txt
+            for label, _wnid, pattern in CLASSES:
+                val_index += 1
+                rel = f'ILSVRC2012_val_{val_index:08d}.JPEG'
+                make_image(pattern, rng).save(osp.join(tmp, 'val', rel), format='JPEG', quality=95)
+                val_lines.append(f'{rel} {label}')
+        for name, lines in (('train.txt', train_lines), ('val.txt', val_lines)):
+            with open(osp.join(tmp, 'meta', name), 'w') as f:
+                f.write('\n'.join(lines) + '\n')
+        if osp.exists(args.out):
+            shutil.rmtree(args.out)
+        os.replace(tmp, args.out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f'wrote {len(train_lines)} training and {len(val_lines)} validation images '
+          f'({len(CLASSES)} classes) to {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
