@@ -130,8 +130,11 @@ def test_family_trains_and_evaluates(family, shapes_root, tmp_path):
         'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
         'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
         'default_hooks.logger.interval=1', *KEEP_ALL_BOXES[family]]
-    _run([PYTHON, 'tools/train.py', config, '--work-dir', str(work), '--cfg-options', *options],
-         timeout=900)
+    scale_lr = ['--auto-scale-lr'] if family == 'retinanet' else []
+    log = _run([PYTHON, 'tools/train.py', config, '--work-dir', str(work), *scale_lr,
+                '--cfg-options', *options], timeout=900)
+    if scale_lr:  # batch 2 against the config's base batch 4
+        assert 'Scaling the original LR by 0.5' in log, log[-3000:]
     ckpt = work / 'epoch_1.pth'
     assert ckpt.is_file()
     out = _run([PYTHON, 'tools/test.py', config, str(ckpt), '--work-dir', str(work / 'test'),
@@ -140,6 +143,19 @@ def test_family_trains_and_evaluates(family, shapes_root, tmp_path):
     if family == 'mask_rcnn':
         assert re.search(r'coco/segm_mAP: -?[\d.]+', out)
     assert (work / 'preds.pkl').is_file()
+
+
+def test_tool_errors_are_clear(tmp_path):
+    result = subprocess.run([PYTHON, 'tools/train.py', 'configs/retinanet/nope.py'], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "config file 'configs/retinanet/nope.py' does not exist" in result.stderr
+    result = subprocess.run([PYTHON, 'tools/test.py', FAMILY_CONFIGS['retinanet'], str(tmp_path / 'x.pth')],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0 and 'checkpoint file' in result.stderr and 'does not exist' in result.stderr
+    if not torch.cuda.is_available():
+        result = subprocess.run([PYTHON, 'tools/train.py', FAMILY_CONFIGS['retinanet'], '--amp',
+                                 '--work-dir', str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+        assert result.returncode != 0 and '--amp needs a CUDA GPU' in result.stderr
 
 
 def test_resume_continues_from_the_saved_iteration(shapes_root, tmp_path):

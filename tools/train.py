@@ -55,6 +55,10 @@ def build_config(args: argparse.Namespace) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
+        import torch
+        if not torch.cuda.is_available():
+            sys.exit('error: --amp needs a CUDA GPU (mmengine\'s AmpOptimWrapper is CUDA/NPU/MLU '
+                     'only); train in fp32 on this machine or run on a GPU.')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.auto_scale_lr:
