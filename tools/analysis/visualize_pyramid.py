@@ -1,0 +1,327 @@
+#!/usr/bin/env python
+"""Picture PVT's feature pyramid (and its spatial-reduction attention) for one image.
+
+    python tools/analysis/visualize_pyramid.py IMAGE CONFIG [CHECKPOINT] --out pyramid.png
+        [--attn-query X Y] [--layer -1] [--size 512] [--reduce pca|mean|norm]
+
+The first row shows the image and the four backbone feature maps (strides 4, 8, 16, 32),
+each reduced to one channel (first PCA component by default, or the channel mean / L2
+norm) and normalised. With ``--attn-query X Y`` (pixel coordinates in the original image)
+a second row shows, for each stage, where that query pixel attends: the spatial-reduction
+attention of one encoder layer (``--layer``, the last by default), averaged over heads and
+drawn over the image. Keys of a stage live on its grid shrunk R x R times (R = 8, 4, 2, 1),
+which is what the blocks in the picture show.
+
+The attention is computed here, explicitly, from the layer's own ``q`` / ``kv`` / ``sr`` /
+``norm`` projections (the model itself runs fused scaled-dot-product attention and never
+materialises the matrix). Works with any config whose backbone is pvt_mm's ``PVT``
+(detection, segmentation, classification); without a checkpoint the backbone is randomly
+initialised. The PNG is written to a temporary name and renamed.
+"""
+import argparse
+import math
+import os
+import os.path as osp
+import sys
+import warnings
+from typing import List, Optional, Tuple
+
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+class PyramidError(Exception):
+    """Bad input: reported as a one-line error."""
+
+
+# --------------------------------------------------------------------------- model
+def build_backbone(config: str, checkpoint: Optional[str] = None):
+    """Build the config's PVT backbone (random init, or weights from ``checkpoint``).
+
+    Returns:
+        ``(backbone, cfg)``; the backbone is in eval mode.
+    """
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    import pvt_mm
+    from pvt_mm.checkpoint import CheckpointError, load_pretrained
+
+    if not osp.isfile(config):
+        raise PyramidError(f'config file {config!r} does not exist')
+    if checkpoint is not None and not osp.isfile(checkpoint):
+        raise PyramidError(f'checkpoint file {checkpoint!r} does not exist')
+    cfg = Config.fromfile(config)
+    backbone_cfg = cfg.get('model', {}).get('backbone')
+    if backbone_cfg is None:
+        raise PyramidError(f'config {config!r} has no model.backbone')
+    backbone_cfg = backbone_cfg.copy()
+    backbone_cfg['init_cfg'] = None  # weights come from `checkpoint` (or stay random)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    backbone = MODELS.build(backbone_cfg)
+    if not isinstance(backbone, pvt_mm.PVT):
+        raise PyramidError(f'the backbone of {config!r} is {type(backbone).__name__}, not PVT')
+    backbone.init_weights()
+    if checkpoint is not None:
+        try:
+            load_pretrained(backbone, checkpoint)
+        except CheckpointError as exc:
+            raise PyramidError(str(exc)) from None
+    return backbone.eval(), cfg
+
+
+def preprocess(rgb: np.ndarray, cfg, size: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """Resize (longer side ``size``, both sides multiples of 32) and normalise like the
+    config's data preprocessor. Returns the ``(1, 3, H, W)`` tensor and ``(H, W)``."""
+    pre = cfg.get('model', {}).get('data_preprocessor') or {}
+    mean = pre.get('mean') or IMAGENET_MEAN
+    std = pre.get('std') or IMAGENET_STD
+    rgb_input = pre.get('bgr_to_rgb', pre.get('to_rgb', True))
+    h, w = rgb.shape[:2]
+    scale = size / max(h, w)
+    new_h = max(32, int(round(h * scale / 32)) * 32)
+    new_w = max(32, int(round(w * scale / 32)) * 32)
+    img = torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+    img = F.interpolate(img, size=(new_h, new_w), mode='bilinear', align_corners=False)
+    if not rgb_input:  # the model was trained on BGR
+        img = img.flip(1)
+    img = (img - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    return img, (new_h, new_w)
+
+
+def sra_attention(attn, x: torch.Tensor, hw: Tuple[int, int], num_prefix_tokens: int = 0):
+    """Spatial-reduction attention weights of one layer, computed explicitly.
+
+    Args:
+        attn: The layer's attention module (``layer.attn``: ``q``, ``kv``, ``sr``,
+            ``norm``, ``num_heads``, ``sr_ratio``).
+        x: Its input tokens ``(B, N, C)`` (already through the layer's ``norm1``).
+        hw: The stage's grid.
+        num_prefix_tokens: Class-token slots in front of the spatial tokens.
+
+    Returns:
+        ``(weights, v, reduced_hw)``: softmax weights ``(B, heads, N, M)``, values
+        ``(B, heads, M, C / heads)`` and the key grid ``(h // R, w // R)``.
+    """
+    b, n, c = x.shape
+    heads = attn.num_heads
+    head_dims = c // heads
+    q = attn.q(x).reshape(b, n, heads, head_dims).transpose(1, 2)
+    kv_in = x
+    reduced_hw = tuple(hw)
+    if attn.sr_ratio > 1:
+        prefix, spatial = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
+        grid = spatial.transpose(1, 2).reshape(b, c, hw[0], hw[1])
+        grid = attn.sr(grid)
+        reduced_hw = (grid.shape[2], grid.shape[3])
+        kv_in = torch.cat((prefix, attn.norm(grid.flatten(2).transpose(1, 2))), dim=1)
+    kv = attn.kv(kv_in).reshape(b, -1, 2, heads, head_dims).permute(2, 0, 3, 1, 4)
+    k, v = kv[0], kv[1]
+    weights = (q @ k.transpose(-2, -1) * head_dims ** -0.5).softmax(dim=-1)
+    return weights, v, reduced_hw
+
+
+@torch.no_grad()
+def pyramid(backbone, img: torch.Tensor, query_xy: Optional[Tuple[float, float]] = None,
+            layer: int = -1) -> List[dict]:
+    """Run the backbone stage by stage (as ``PVT.forward`` does) and collect, per stage,
+    the NCHW feature map and, if ``query_xy`` (pixels of ``img``) is given, the attention
+    map of that query in encoder layer ``layer``.
+
+    Returns:
+        One dict per stage: ``feature`` (C, h, w), ``stride``, ``sr_ratio``, ``heads``
+        and, with a query, ``attention`` (h // R, w // R) and ``query_cell`` (row, col).
+    """
+    results = []
+    x = img
+    for index, stage in enumerate(backbone.stages):
+        tokens, hw = stage.patch_embed(x)
+        prefix = stage.num_prefix_tokens
+        if prefix:
+            tokens = torch.cat((stage.cls_token.expand(tokens.shape[0], -1, -1), tokens), dim=1)
+        tokens = tokens + stage.resized_pos_embed(hw)
+        depth = len(stage.layers)
+        chosen = layer if layer >= 0 else depth + layer
+        if not 0 <= chosen < depth:
+            raise PyramidError(f'--layer {layer} is out of range for stage {index + 1} '
+                               f'({depth} layers)')
+        info = dict(stride=backbone.strides[index], sr_ratio=stage.layers[chosen].attn.sr_ratio,
+                    heads=stage.layers[chosen].attn.num_heads, layer=chosen)
+        for j, enc_layer in enumerate(stage.layers):
+            if j == chosen and query_xy is not None:
+                weights, _, reduced_hw = sra_attention(
+                    enc_layer.attn, enc_layer.norm1(tokens), hw, prefix)
+                stride = img.shape[2] / hw[0], img.shape[3] / hw[1]
+                row = min(int(query_xy[1] // stride[0]), hw[0] - 1)
+                col = min(int(query_xy[0] // stride[1]), hw[1] - 1)
+                row_weights = weights[0, :, prefix + row * hw[1] + col, prefix:].mean(0)
+                info['attention'] = row_weights.reshape(reduced_hw).numpy()
+                info['query_cell'] = (row, col)
+            tokens = enc_layer(tokens, hw, prefix)
+        if stage.norm is not None:
+            tokens = stage.norm(tokens)
+        spatial = tokens[:, prefix:]
+        x = spatial.reshape(spatial.shape[0], hw[0], hw[1], -1).permute(0, 3, 1, 2)
+        info['feature'] = x[0].numpy()
+        results.append(info)
+    return results
+
+
+# --------------------------------------------------------------------------- drawing
+def reduce_channels(feature: np.ndarray, how: str = 'pca') -> np.ndarray:
+    """(C, h, w) -> (h, w) in [0, 1]: first PCA component, channel mean, or L2 norm."""
+    c, h, w = feature.shape
+    flat = feature.reshape(c, -1).T.astype(np.float64)  # (hw, C)
+    if how == 'mean':
+        out = flat.mean(1)
+    elif how == 'norm':
+        out = np.linalg.norm(flat, axis=1)
+    else:
+        centred = flat - flat.mean(0, keepdims=True)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        out = centred @ vt[0]
+        if np.corrcoef(out, flat.mean(1))[0, 1] < 0:  # fix PCA's arbitrary sign
+            out = -out
+    return normalise(out.reshape(h, w))
+
+
+def normalise(a: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(a, 1), np.percentile(a, 99)
+    if not np.isfinite(lo) or hi - lo < 1e-12:
+        return np.zeros_like(a, dtype=np.float64)
+    return np.clip((a - lo) / (hi - lo), 0, 1)
+
+
+def draw(rgb_resized: np.ndarray, stages: List[dict], out: str, reduce: str = 'pca',
+         query_xy: Optional[Tuple[float, float]] = None, title: str = '',
+         query_label: Optional[Tuple[float, float]] = None) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    rows = 2 if query_xy is not None else 1
+    cols = 1 + len(stages)
+    height, width = rgb_resized.shape[:2]
+    panel = 2.6
+    fig, axes = plt.subplots(rows, cols, figsize=(panel * cols, panel * rows * height / width + 0.6 * rows),
+                             squeeze=False)
+    axes[0, 0].imshow(rgb_resized)
+    axes[0, 0].set_title(f'input {width}x{height}', fontsize=9)
+    for k, info in enumerate(stages):
+        feat = info['feature']
+        ax = axes[0, k + 1]
+        ax.imshow(reduce_channels(feat, reduce), cmap='viridis', interpolation='nearest')
+        ax.set_title(f'stage {k + 1}: stride {info["stride"]}\n{feat.shape[0]} ch, '
+                     f'{feat.shape[1]}x{feat.shape[2]}', fontsize=9)
+    if query_xy is not None:
+        axes[1, 0].imshow(rgb_resized)
+        axes[1, 0].plot(*query_xy, marker='+', color='red', markersize=14, mew=2)
+        shown = query_label or query_xy
+        axes[1, 0].set_title(f'query pixel ({shown[0]:.0f}, {shown[1]:.0f})', fontsize=9)
+        for k, info in enumerate(stages):
+            ax = axes[1, k + 1]
+            attn = info['attention']
+            ax.imshow(rgb_resized, alpha=0.45)
+            span = attn.max() - attn.min()
+            ax.imshow((attn - attn.min()) / span if span > 0 else np.zeros_like(attn),
+                      cmap='magma', alpha=0.7,
+                      extent=(0, width, height, 0), interpolation='nearest', vmin=0, vmax=1)
+            ax.plot(*query_xy, marker='+', color='cyan', markersize=12, mew=2)
+            ax.set_title(f'SRA R={info["sr_ratio"]} (layer {info["layer"] + 1}, '
+                         f'{info["heads"]} heads)\nkeys {attn.shape[0]}x{attn.shape[1]}',
+                         fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    label = {'pca': 'first PCA component', 'mean': 'channel mean', 'norm': 'L2 norm'}[reduce]
+    fig.suptitle(f'{title}feature maps: {label} per stage, normalised', fontsize=10)
+    fig.tight_layout()
+    tmp = f'{out}.tmp.png'
+    try:
+        fig.savefig(tmp, dpi=80, format='png')
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+# --------------------------------------------------------------------------- CLI
+def read_image(path: str) -> np.ndarray:
+    if not osp.isfile(path):
+        raise PyramidError(f'image {path!r} does not exist')
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert('RGB'))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise PyramidError(f'cannot read image {path!r}: {exc}') from None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Draw the PVT feature pyramid of an image')
+    parser.add_argument('image')
+    parser.add_argument('config', help='any config whose model.backbone is PVT')
+    parser.add_argument('checkpoint', nargs='?', default=None,
+                        help='whole-model, pvt_mm or official PVT weights (default: random)')
+    parser.add_argument('--out', required=True, help='output PNG')
+    parser.add_argument('--attn-query', nargs=2, type=float, metavar=('X', 'Y'),
+                        help='also draw the SRA attention of this pixel (original image coords)')
+    parser.add_argument('--layer', type=int, default=-1,
+                        help='encoder layer of each stage whose attention is drawn (default: last)')
+    parser.add_argument('--size', type=int, default=512,
+                        help='longer side the image is resized to (rounded to multiples of 32)')
+    parser.add_argument('--reduce', choices=['pca', 'mean', 'norm'], default='pca',
+                        help='how a feature map is reduced to one channel')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the random initialisation')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if not args.out.lower().endswith('.png'):
+            raise PyramidError(f'--out must be a .png file, got {args.out!r}')
+        if args.size < 32:
+            raise PyramidError('--size must be at least 32')
+        rgb = read_image(args.image)
+        query = None
+        if args.attn_query is not None:
+            x, y = args.attn_query
+            if not (0 <= x < rgb.shape[1] and 0 <= y < rgb.shape[0]):
+                raise PyramidError(f'--attn-query ({x:g}, {y:g}) is outside the '
+                                   f'{rgb.shape[1]}x{rgb.shape[0]} image')
+        torch.manual_seed(args.seed)
+        backbone, cfg = build_backbone(args.config, args.checkpoint)
+        img, (h, w) = preprocess(rgb, cfg, args.size)
+        if args.attn_query is not None:
+            query = (args.attn_query[0] * w / rgb.shape[1], args.attn_query[1] * h / rgb.shape[0])
+        stages = pyramid(backbone, img, query, args.layer)
+        resized = np.asarray(
+            F.interpolate(torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)[None],
+                          size=(h, w), mode='bilinear', align_corners=False)[0]
+            .permute(1, 2, 0).clamp(0, 255).byte())
+        weights = 'random weights' if args.checkpoint is None else osp.basename(args.checkpoint)
+        title = f'PVT-{backbone.arch["depths"]} ({weights}): '
+        names = [n for n, a in type(backbone).arch_zoo.items() if a == backbone.arch]
+        if names:
+            title = f'PVT-{names[0].capitalize()} ({weights}): '
+        out_dir = osp.dirname(osp.abspath(args.out))
+        os.makedirs(out_dir, exist_ok=True)
+        draw(resized, stages, args.out, args.reduce, query, title,
+             tuple(args.attn_query) if args.attn_query is not None else None)
+    except PyramidError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    print(f'wrote {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
