@@ -1,5 +1,11 @@
 """pvt_mm: the Pyramid Vision Transformer as an OpenMMLab plugin."""
+import os
+import os.path as osp
+import platform
 import re
+import shutil
+import sys
+import warnings
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -26,6 +32,44 @@ EXTRAS = {
 EXTRAS['all'] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 EXTRAS['tests'] = EXTRAS['all'] + ['pytest']
 
+
+
+def add_mim_extension() -> None:
+    """Expose configs, tools and model-index.yml as ``pvt_mm/.mim/`` (like mmdet's setup.py).
+
+    OpenMMLab's ``mim`` looks for them there. An editable install (``pip install -e .``,
+    ``python setup.py develop``) links them to the originals; a regular build
+    (``pip install .``, wheels, sdists) copies them into the package, where MANIFEST.in and
+    ``include_package_data`` pick them up.
+    """
+    if {'develop', 'editable_wheel'} & set(sys.argv):
+        mode = 'copy' if platform.system() == 'Windows' else 'symlink'
+    elif {'sdist', 'bdist_wheel', 'build', 'build_py', 'install'} & set(sys.argv):
+        mode = 'copy'
+    else:
+        return  # e.g. `setup.py --version`, egg_info: nothing to prepare
+    mim_path = HERE / 'pvt_mm' / '.mim'
+    mim_path.mkdir(exist_ok=True)
+    for name in ('configs', 'tools', 'model-index.yml'):
+        src, dst = HERE / name, mim_path / name
+        if not src.exists():
+            continue
+        if dst.is_symlink() or dst.is_file():
+            dst.unlink()
+        elif dst.is_dir():
+            shutil.rmtree(dst)
+        if mode == 'symlink':
+            os.symlink(osp.relpath(src, dst.parent), dst)
+        elif src.is_file():
+            shutil.copyfile(src, dst)
+        elif src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+        else:
+            warnings.warn(f'Cannot copy {src} into {mim_path}.')
+
+
+add_mim_extension()
+
 setup(
     name='pvt_mm',
     version=VERSION,
@@ -34,6 +78,7 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(include=['pvt_mm', 'pvt_mm.*']),
+    include_package_data=True,  # pvt_mm/.mim (see MANIFEST.in and add_mim_extension)
     python_requires='>=3.9',
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
