@@ -1,0 +1,151 @@
+"""FLOPs and parameters of any OpenMMLab config (mmdet, mmseg, mmpretrain) at a given size.
+
+Convention: like mmengine (and the PVT / ResNet papers' "GFLOPs"), one multiply-add counts
+as ONE FLOP. mmengine's ``get_model_complexity_info`` traces the model in ``'tensor'`` mode
+and counts convolutions, linear layers, (b)mm / matmul / einsum, norms and upsampling, but
+has no handle for ``aten::scaled_dot_product_attention``: the attention matmuls
+(``Q K^T`` and ``A V``) of every model that uses SDPA (pvt_mm's PVT, mmpretrain's ViT) are
+silently skipped. This tool prints both numbers: mmengine's as is, and the total with a
+handle that adds ``B * heads * Nq * Nk * (d_qk + d_v)`` multiply-adds per SDPA call.
+
+Example::
+
+    python tools/analysis/get_flops.py configs/retinanet/pvt_small_fpn_1x_coco.py --shape 800 1333
+"""
+import argparse
+import os
+import sys
+from functools import partial
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """Multiply-adds of ``scaled_dot_product_attention(q, k, v)``: ``Q K^T`` and ``A V``."""
+    from mmengine.analysis.jit_handles import get_shape
+    q, k, v = (get_shape(inputs[i]) for i in range(3))
+    batch = 1
+    for dim in q[:-2]:
+        batch *= dim
+    nq, dqk = q[-2], q[-1]
+    nk, dv = k[-2], v[-1]
+    return batch * nq * nk * (dqk + dv)
+
+
+def baddbmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """Multiply-adds of ``baddbmm(input, A, B)`` (``torch.nn.MultiheadAttention``'s
+    ``Q K^T`` on the weights-returning path): ``b * n * m * p``."""
+    from mmengine.analysis.jit_handles import get_shape
+    a, b = get_shape(inputs[1]), get_shape(inputs[2])
+    return a[0] * a[1] * a[2] * b[2]
+
+
+# Ops mmengine 0.10 leaves uncounted that are matmuls of attention.
+ATTENTION_HANDLES = {
+    'aten::scaled_dot_product_attention': sdpa_flop_jit,
+    'aten::baddbmm': baddbmm_flop_jit,
+}
+
+
+def build_from_config(config: str, cfg_options: Optional[dict] = None) -> Tuple[nn.Module, Any]:
+    """Build a config's model through its own registry (after ``init_default_scope``)."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    if REPO not in sys.path:  # pvt_mm's configs import it via custom_imports
+        sys.path.insert(0, REPO)
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    scope = cfg.get('default_scope', 'mmdet')
+    init_default_scope(scope)
+    model_cfg = cfg.model
+    # Complexity does not depend on the weights: never read checkpoints.
+    if model_cfg.get('backbone', {}).get('init_cfg') is not None:
+        model_cfg.backbone.init_cfg = None
+    model = MODELS.build(model_cfg)
+    model.eval()
+    return model, cfg
+
+
+def data_samples_for(scope: str, batch: int, shape: Tuple[int, int]) -> Optional[list]:
+    """Minimal data samples carrying the image metadata heads read in 'tensor' mode."""
+    h, w = shape
+    meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
+                scale_factor=(1.0, 1.0))
+    if scope == 'mmdet':
+        from mmdet.structures import DetDataSample
+        return [DetDataSample(metainfo=meta) for _ in range(batch)]
+    if scope == 'mmseg':
+        from mmseg.structures import SegDataSample
+        return [SegDataSample(metainfo=meta) for _ in range(batch)]
+    return None  # mmpretrain classifiers need no samples in 'tensor' mode
+
+
+def count(model: nn.Module, inputs: tuple) -> Dict[str, float]:
+    """mmengine's FLOPs (as is) and with the attention handles added, plus parameters."""
+    from mmengine.analysis import FlopAnalyzer, get_model_complexity_info
+    info = get_model_complexity_info(model, inputs=inputs, show_table=False, show_arch=False)
+    analyzer = FlopAnalyzer(model, inputs)
+    for name, handle in ATTENTION_HANDLES.items():
+        analyzer.set_op_handle(name, handle)
+    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return dict(flops_mmengine=float(info['flops']), flops_with_attention=float(analyzer.total()),
+                params=float(info['params']))
+
+
+def tensor_mode(model: nn.Module, scope: str, batch: int, shape: Tuple[int, int]) -> nn.Module:
+    """Bind data samples and ``mode='tensor'`` to ``model.forward`` (detectors and
+    segmentors take them as extra arguments; a plain backbone is left alone)."""
+    if hasattr(model, 'data_preprocessor') and 'mode' in model.forward.__code__.co_varnames:
+        model.forward = partial(model.forward, data_samples=data_samples_for(scope, batch, shape),
+                                mode='tensor')
+    return model
+
+
+def analyse(config: str, shape: Tuple[int, int], batch: int = 1,
+            cfg_options: Optional[dict] = None) -> Dict[str, Any]:
+    """Whole-model and backbone complexity of ``config`` for a ``batch x 3 x H x W`` input."""
+    model, cfg = build_from_config(config, cfg_options)
+    scope = cfg.get('default_scope', 'mmdet')
+    x = torch.randn(batch, 3, *shape)
+    result: Dict[str, Any] = dict(config=config, shape=list(shape), scope=scope)
+    with torch.no_grad():
+        if hasattr(model, 'backbone'):
+            result['backbone'] = count(model.backbone, (x,))
+        result['model'] = count(tensor_mode(model, scope, batch, shape), (x,))
+    return result
+
+
+def _g(value: float) -> str:
+    return f'{value / 1e9:.2f}'
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    parser = argparse.ArgumentParser(description='FLOPs and params of a config.')
+    parser.add_argument('config')
+    parser.add_argument('--shape', nargs='+', type=int, default=[224, 224],
+                        help='input H W (one value: square)')
+    parser.add_argument('--batch', type=int, default=1)
+    args = parser.parse_args(argv)
+    shape = tuple(args.shape * 2 if len(args.shape) == 1 else args.shape[:2])
+    res = analyse(args.config, shape, args.batch)
+    print(f'Config: {args.config}')
+    print(f'Input: {args.batch}x3x{shape[0]}x{shape[1]} (scope {res["scope"]})')
+    print('Convention: 1 multiply-add = 1 FLOP (mmengine, as in the PVT and ResNet papers).')
+    print('| part | GFLOPs mmengine (no SDPA) | GFLOPs incl. attention matmuls | params (M) |')
+    print('|---|---|---|---|')
+    for part in ('model', 'backbone'):
+        if part in res:
+            r = res[part]
+            print(f'| {part} | {_g(r["flops_mmengine"])} | {_g(r["flops_with_attention"])} | '
+                  f'{r["params"] / 1e6:.2f} |')
+    return res
+
+
+if __name__ == '__main__':
+    main()
