@@ -56,7 +56,8 @@ def mmengine_safe_globals() -> list:
     except ImportError:  # pragma: no cover - numpy 1.x
         from numpy.core.multiarray import _reconstruct, scalar
     dtype_classes = [type(np.dtype(name)) for name in (
-        'float16', 'float32', 'float64', 'int8', 'int16', 'int32', 'int64', 'uint8', 'bool')]
+        'float16', 'float32', 'float64', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint32',
+        'uint64', 'bool')]
     from codecs import encode  # numpy pickles raw array bytes through codecs.encode
     return [HistoryBuffer, _reconstruct, scalar, np.ndarray, np.dtype, encode, *dtype_classes,
             (_history_buffer_getattr, 'builtins.getattr'),
@@ -92,7 +93,11 @@ def read_checkpoint(path: str, map_location: str = 'cpu') -> dict:
         except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError(f'Cannot read safetensors checkpoint {path!r}: {exc}') from exc
     try:
-        with torch.serialization.safe_globals(mmengine_safe_globals()):
+        # Only add (and later remove) what is not allow-listed globally already, so a
+        # process-wide allow-list (pvt_mm.runtime) survives this call.
+        present = set(torch.serialization.get_safe_globals())
+        extra = [g for g in mmengine_safe_globals() if g not in present]
+        with torch.serialization.safe_globals(extra):
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if 'Weights only load failed' in str(exc):

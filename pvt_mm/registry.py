@@ -8,13 +8,16 @@ those default scopes.
 import importlib
 from typing import Dict, List
 
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
+from .engine import FiniteLossHook, RNGStateHook
 from .models import PVT
 
 # pvt_mm's own scope, a child of mmengine's root: `type='pvt_mm.PVT'` always works.
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='pvt_mm')
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='pvt_mm')
 
 # Library -> module holding its MODELS registry.
 DOWNSTREAM_REGISTRIES: Dict[str, str] = {
@@ -23,6 +26,7 @@ DOWNSTREAM_REGISTRIES: Dict[str, str] = {
     'mmpretrain': 'mmpretrain.registry',
 }
 PUBLIC_MODELS = {'PVT': PVT}
+PUBLIC_HOOKS = {'RNGStateHook': RNGStateHook, 'FiniteLossHook': FiniteLossHook}
 
 
 def register_all_modules() -> List[str]:
@@ -32,15 +36,16 @@ def register_all_modules() -> List[str]:
         The scopes (libraries) the models were registered in.
     """
     scopes = []
-    registries = [MODELS]
+    targets = [(MODELS, PUBLIC_MODELS), (HOOKS, PUBLIC_HOOKS)]
     for scope, module_name in DOWNSTREAM_REGISTRIES.items():
         try:
-            registries.append(importlib.import_module(module_name).MODELS)
+            library = importlib.import_module(module_name)
         except ImportError:
             continue  # that library is not installed: nothing there needs PVT
+        targets += [(library.MODELS, PUBLIC_MODELS), (library.HOOKS, PUBLIC_HOOKS)]
         scopes.append(scope)
-    for registry in registries:
-        for name, cls in PUBLIC_MODELS.items():
+    for registry, classes in targets:
+        for name, cls in classes.items():
             if name not in registry.module_dict:
                 registry.register_module(name=name, module=cls)
     return scopes

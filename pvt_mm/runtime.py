@@ -48,3 +48,92 @@ def init_distributed(cfg, launcher: str) -> None:
     wrapper.setdefault('broadcast_buffers', False)
     wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
     cfg.model_wrapper_cfg = wrapper
+
+
+def _dataset_cfgs(dataset: dict):
+    """Yield the leaf dataset configs of a (possibly wrapped) dataset config."""
+    if not isinstance(dataset, dict):
+        return
+    if 'datasets' in dataset:  # ConcatDataset
+        for sub in dataset['datasets']:
+            yield from _dataset_cfgs(sub)
+    elif 'dataset' in dataset:  # RepeatDataset, ClassBalancedDataset, ...
+        yield from _dataset_cfgs(dataset['dataset'])
+    else:
+        yield dataset
+
+
+def _resolve(root: str, path: str) -> str:
+    return path if not root or os.path.isabs(path) or path.startswith(root) else os.path.join(root, path)
+
+
+def check_coco_annotations(ann_file: str) -> dict:
+    """Count the annotations mmdet will skip in a COCO json, and warn once per kind.
+
+    mmdet silently drops boxes that are outside the image, have no area, or name an
+    unknown category; a user should know how much of the data that is.
+
+    Returns:
+        ``{kind: count}`` for the problems found.
+    """
+    import json
+
+    from mmengine.logging import print_log
+    with open(ann_file) as f:
+        coco = json.load(f)
+    images = {img['id']: img for img in coco.get('images', [])}
+    categories = {cat['id'] for cat in coco.get('categories', [])}
+    problems = {'box outside its image': [], 'zero-area box': [], 'unknown category': [],
+                'unknown image': []}
+    for ann in coco.get('annotations', []):
+        img = images.get(ann.get('image_id'))
+        x, y, w, h = (ann.get('bbox') or [0, 0, 0, 0])[:4]
+        if img is None:
+            problems['unknown image'].append(ann.get('id'))
+        elif x >= img['width'] or y >= img['height'] or x + w <= 0 or y + h <= 0:
+            problems['box outside its image'].append(ann.get('id'))
+        if w <= 0 or h <= 0 or ann.get('area', 1) <= 0:
+            problems['zero-area box'].append(ann.get('id'))
+        if ann.get('category_id') not in categories:
+            problems['unknown category'].append(ann.get('id'))
+    found = {kind: ids for kind, ids in problems.items() if ids}
+    for kind, ids in found.items():
+        print_log(f'{ann_file}: {len(ids)} annotation(s) with {kind} will be skipped '
+                  f'(annotation ids {ids[:5]}{" ..." if len(ids) > 5 else ""}).',
+                  logger='current', level=30)
+    return {kind: len(ids) for kind, ids in found.items()}
+
+
+def check_datasets(cfg, splits=('train', 'val', 'test')) -> None:
+    """Fail early with a clear message when a dataset's files are missing, and warn about
+    COCO annotations that will be skipped.
+
+    Raises:
+        FileNotFoundError: an annotation file or image folder that does not exist.
+    """
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        if not loader:
+            continue
+        for dataset in _dataset_cfgs(loader.get('dataset')):
+            root = dataset.get('data_root') or ''
+            if root and not os.path.isdir(root):
+                raise FileNotFoundError(
+                    f'{split} dataset: data_root {root!r} does not exist. Prepare the data as the '
+                    'README describes, or point data_root at it (e.g. --cfg-options '
+                    f'{split}_dataloader.dataset.data_root=PATH).')
+            ann_file = dataset.get('ann_file')
+            if ann_file:
+                path = _resolve(root, ann_file)
+                if not os.path.isfile(path):
+                    raise FileNotFoundError(
+                        f'{split} dataset: annotation file {path!r} does not exist '
+                        f'(data_root={root!r}, ann_file={ann_file!r}).')
+                if split != 'test' and path.endswith('.json') and 'Coco' in str(dataset.get('type')):
+                    check_coco_annotations(path)
+            prefixes = dataset.get('data_prefix') or {}
+            for prefix in ([prefixes] if isinstance(prefixes, str) else prefixes.values()):
+                folder = _resolve(root, prefix) if isinstance(prefix, str) and prefix else None
+                if folder and not os.path.exists(folder):
+                    raise FileNotFoundError(f'{split} dataset: image folder {folder!r} does not exist '
+                                            f'(data_root={root!r}).')

@@ -20,7 +20,8 @@ from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from pvt_mm.runtime import allow_mmengine_checkpoints, init_distributed
+from pvt_mm.checkpoint import CheckpointError, read_checkpoint
+from pvt_mm.runtime import allow_mmengine_checkpoints, check_datasets, init_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -68,10 +69,18 @@ def main() -> None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    allow_mmengine_checkpoints()
+    try:  # fail early and safely (weights_only) on a damaged or hostile file
+        read_checkpoint(args.checkpoint)
+    except CheckpointError as exc:
+        sys.exit(f'error: {exc}')
     cfg.load_from = args.checkpoint
+    try:
+        check_datasets(cfg, splits=('test', ))
+    except FileNotFoundError as exc:
+        sys.exit(f'error: {exc}')
     if args.show_dir:
         enable_drawing(cfg, args.show_dir)
-    allow_mmengine_checkpoints()
     init_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out:

@@ -20,7 +20,13 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from pvt_mm.runtime import allow_mmengine_checkpoints, init_distributed
+from pvt_mm.checkpoint import CheckpointError, read_checkpoint
+from pvt_mm.engine import find_resumable_checkpoint, use_atomic_checkpoints
+from pvt_mm.runtime import allow_mmengine_checkpoints, check_datasets, init_distributed
+
+# Added to every run: RNG states travel with checkpoints (exact resume) and a non-finite
+# loss stops training before it can be checkpointed.
+SAFETY_HOOKS = ('RNGStateHook', 'FiniteLossHook')
 
 
 def parse_args() -> argparse.Namespace:
@@ -66,16 +72,38 @@ def build_config(args: argparse.Namespace) -> Config:
             sys.exit('error: --auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        # The newest checkpoint that actually loads, even if `last_checkpoint` is stale.
+        found = find_resumable_checkpoint(cfg.work_dir) if osp.isdir(cfg.work_dir) else None
+        cfg.resume, cfg.load_from = found is not None, found
+        if found is None:
+            print(f'No checkpoint to resume in {cfg.work_dir}; starting from scratch.')
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    present = {h.get('type') for h in hooks}
+    cfg.custom_hooks = hooks + [dict(type=t) for t in SAFETY_HOOKS if t not in present]
     return cfg
+
+
+def check_checkpoint(path: str) -> None:
+    """Fail early, clearly and safely on a checkpoint that cannot be resumed/loaded."""
+    try:
+        read_checkpoint(path)
+    except (FileNotFoundError, CheckpointError) as exc:
+        sys.exit(f'error: cannot use checkpoint for --resume/load_from: {exc}')
 
 
 def main() -> None:
     args = parse_args()
-    cfg = build_config(args)
     allow_mmengine_checkpoints()
+    use_atomic_checkpoints()
+    cfg = build_config(args)
+    if cfg.get('load_from'):
+        check_checkpoint(cfg.load_from)
+    try:
+        check_datasets(cfg, splits=('train', 'val'))
+    except FileNotFoundError as exc:
+        sys.exit(f'error: {exc}')
     init_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()

@@ -1,0 +1,181 @@
+"""Reliability: nothing lost on interruption, hostile or damaged checkpoints refused,
+bad inputs answered clearly. `pytest -k "resume or pickle or bad_input"` lists them."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+CONFIG = 'configs/retinanet/pvt_tiny_fpn_shapes.py'
+
+
+@pytest.fixture(scope='module')
+def shapes_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('data') / 'shapes_coco'
+    subprocess.run([PYTHON, 'tools/misc/make_shapes_coco.py', '--out', str(root),
+                    '--train', '4', '--val', '2'], cwd=REPO, check=True)
+    return root
+
+
+def _options(root: Path, epochs: int) -> list:
+    return [f'train_dataloader.dataset.data_root={root}/', f'val_dataloader.dataset.data_root={root}/',
+            f'test_dataloader.dataset.data_root={root}/',
+            f'val_evaluator.ann_file={root}/annotations/instances_val2017.json',
+            f'test_evaluator.ann_file={root}/annotations/instances_val2017.json',
+            'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+            'train_dataloader.persistent_workers=False', 'val_dataloader.num_workers=0',
+            'val_dataloader.persistent_workers=False', f'train_cfg.max_epochs={epochs}',
+            'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=1',
+            'default_hooks.checkpoint.max_keep_ckpts=-1', 'default_hooks.logger.interval=1',
+            'randomness.seed=0', 'randomness.deterministic=True']
+
+
+def _env():
+    return dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+
+
+def _train(work: Path, options: list, *extra: str, check: bool = True):
+    result = subprocess.run([PYTHON, 'tools/train.py', CONFIG, '--work-dir', str(work), *extra,
+                             '--cfg-options', *options], cwd=REPO, capture_output=True,
+                            text=True, env=_env(), timeout=900)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _weights(path: Path) -> dict:
+    return torch.load(path, map_location='cpu', weights_only=False)['state_dict']
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(shapes_root, tmp_path_factory):
+    work = tmp_path_factory.mktemp('uninterrupted')
+    _train(work, _options(shapes_root, 3))
+    return work
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(shapes_root, uninterrupted, tmp_path):
+    work = tmp_path / 'killed'
+    cmd = [PYTHON, 'tools/train.py', CONFIG, '--work-dir', str(work), '--cfg-options',
+           *_options(shapes_root, 3)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=_env(), start_new_session=True)
+    seen = []
+    deadline = time.time() + 600
+    for line in proc.stdout:  # kill in the middle of epoch 3 (after its first iteration)
+        seen.append(line)
+        if 'Epoch(train) [3][1/2]' in line or time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, ''.join(seen[-30:])
+    assert (work / 'epoch_2.pth').is_file() and not (work / 'epoch_3.pth').exists()
+    resumed = _train(work, _options(shapes_root, 3), '--resume')
+    assert 'resumed epoch: 2, iter: 4' in resumed.stdout + resumed.stderr
+    assert 'Restored the RNG states' in resumed.stdout + resumed.stderr
+    expected, got = _weights(uninterrupted / 'epoch_3.pth'), _weights(work / 'epoch_3.pth')
+    assert expected.keys() == got.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
+
+
+def test_resume_skips_a_checkpoint_truncated_while_writing(shapes_root, uninterrupted, tmp_path):
+    work = tmp_path / 'truncated'
+    work.mkdir()
+    for name in ('epoch_1.pth', 'epoch_2.pth'):
+        (work / name).write_bytes((uninterrupted / name).read_bytes())
+    data = (uninterrupted / 'epoch_3.pth').read_bytes()
+    (work / 'epoch_3.pth').write_bytes(data[:len(data) // 3])  # a write cut short by a kill
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_3.pth'))
+    result = _train(work, _options(shapes_root, 3), '--resume')
+    out = result.stdout + result.stderr
+    assert 'Skipping checkpoint' in out and 'truncated' in out
+    assert 'resumed epoch: 2, iter: 4' in out
+    torch.testing.assert_close(_weights(work / 'epoch_3.pth'), _weights(uninterrupted / 'epoch_3.pth'),
+                               rtol=0, atol=0)
+
+
+def test_checkpoint_writes_are_atomic_under_sigkill(tmp_path):
+    target = tmp_path / 'epoch_9.pth'
+    target.write_bytes(b'previous complete checkpoint')
+    writer = (
+        'import sys; from pvt_mm.engine import AtomicLocalBackend\n'
+        'print("writing", flush=True)\n'
+        'AtomicLocalBackend().put(b"x" * (1 << 30), sys.argv[1])\n')
+    proc = subprocess.Popen([PYTHON, '-c', writer, str(target)], cwd=REPO, stdout=subprocess.PIPE,
+                            text=True, env=_env())
+    assert proc.stdout.readline().strip() == 'writing'
+    time.sleep(0.5)  # inside the 1 GiB write
+    proc.kill()
+    proc.wait()
+    assert target.read_bytes() == b'previous complete checkpoint'
+    leftovers = [p for p in tmp_path.iterdir() if p.name != 'epoch_9.pth']
+    for tmp in leftovers:  # a killed writer can leave only its hidden temporary file
+        assert tmp.name.startswith('.epoch_9.pth.') and tmp.name.endswith('.tmp')
+
+
+def _crafted_checkpoint(path: Path, marker: Path) -> None:
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f'touch {marker}',))
+
+    torch.save({'meta': {'epoch': 1, 'iter': 2}, 'state_dict': {}, 'x': Payload()}, path)
+
+
+def test_crafted_pickle_refused_by_resume_load_from_and_test(shapes_root, tmp_path):
+    marker = tmp_path / 'payload_ran'
+    evil = tmp_path / 'epoch_1.pth'
+    _crafted_checkpoint(evil, marker)
+    opts = _options(shapes_root, 1)
+    for extra, options in ((['--resume', str(evil)], opts), ([], opts + [f'load_from={evil}'])):
+        result = _train(tmp_path / 'work', options, *extra, check=False)
+        assert result.returncode != 0
+        assert 'Refused to load' in result.stderr and 'Traceback' not in result.stderr
+    result = subprocess.run([PYTHON, 'tools/test.py', CONFIG, str(evil), '--cfg-options', *opts],
+                            cwd=REPO, capture_output=True, text=True, env=_env())
+    assert result.returncode != 0 and 'Refused to load' in result.stderr
+    assert not marker.exists()
+
+
+def test_nan_loss_stops_training_naming_the_iteration(shapes_root, tmp_path):
+    work = tmp_path / 'nan'
+    result = _train(work, _options(shapes_root, 1) + ['model.bbox_head.loss_cls.loss_weight=nan'],
+                    check=False)
+    assert result.returncode != 0
+    assert 'Loss is nan at iteration 1 (epoch 1)' in result.stderr
+    assert not list(work.glob('epoch_*.pth'))
+
+
+@pytest.mark.parametrize('override,message', [
+    (['train_dataloader.dataset.data_root=/nonexistent/coco/'], "data_root '/nonexistent/coco/' does not exist"),
+    (['train_dataloader.dataset.ann_file=annotations/missing.json'], 'annotation file'),
+    (['model.backbone.arch=huge'], "Unknown PVT arch 'huge'"),
+    (['model.backbone.out_indices=(0,5)'], 'out_indices (0, 5)'),
+    (['model.backbone.frozen_stages=7'], 'frozen_stages=7 is out of range'),
+])
+def test_bad_input_configs_fail_early_and_clearly(shapes_root, tmp_path, override, message):
+    result = _train(tmp_path / 'bad', _options(shapes_root, 1) + override, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-3000:]
+
+
+def test_bad_input_coco_annotations_are_skipped_with_a_warning(shapes_root, tmp_path):
+    from pvt_mm.runtime import check_coco_annotations
+    coco = json.loads((shapes_root / 'annotations' / 'instances_train2017.json').read_text())
+    first = dict(coco['annotations'][0])
+    coco['annotations'] += [
+        dict(first, id=9001, bbox=[1000, 1000, 20, 20]),            # outside the image
+        dict(first, id=9002, bbox=[10, 10, 0, 0], area=0),          # zero area
+        dict(first, id=9003, category_id=12345),                   # missing category
+    ]
+    broken = tmp_path / 'broken.json'
+    broken.write_text(json.dumps(coco))
+    assert check_coco_annotations(str(broken)) == {
+        'box outside its image': 1, 'zero-area box': 1, 'unknown category': 1}
