@@ -16,6 +16,7 @@ import os
 import os.path as osp
 import sys
 import warnings
+from typing import Optional
 
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
@@ -91,7 +92,9 @@ def load_config(path: str, cfg_options):
     return cfg, scope
 
 
-def check_checkpoint(path: str) -> None:
+def check_checkpoint(path: str) -> dict:
+    """Read the checkpoint safely (clear errors for missing/damaged files); return the
+    ``dataset_meta`` it carries (empty if none)."""
     from pvt_mm.checkpoint import CheckpointError, read_checkpoint
     try:
         ckpt = read_checkpoint(path)
@@ -104,13 +107,30 @@ def check_checkpoint(path: str) -> None:
         raise DemoError(f'checkpoint {path!r} is not a whole-model checkpoint (no "backbone." '
                         'keys); pass the detector/segmentor checkpoint written by '
                         'tools/train.py, not backbone-only weights')
+    meta = ckpt.get('meta')
+    return dict(meta.get('dataset_meta') or {}) if isinstance(meta, dict) else {}
+
+
+def config_metainfo(cfg, scope: str) -> dict:
+    """Classes and palette of the config's test dataset (used when the checkpoint has none,
+    instead of the inferencers' COCO / Cityscapes fallbacks)."""
+    import importlib
+    dataset = (cfg.get('test_dataloader') or {}).get('dataset') or {}
+    meta = {}
+    try:
+        cls = importlib.import_module(f'{scope}.registry').DATASETS.get(dataset.get('type'))
+        meta.update(getattr(cls, 'METAINFO', {}) or {})
+    except Exception:  # unknown / custom dataset type: keep the inferencer's default
+        pass
+    meta.update(dataset.get('metainfo') or {})
+    return {k: meta[k] for k in ('classes', 'palette') if k in meta}
 
 
 class Predictor:
     """One-line OpenMMLab inference: ``DetInferencer`` or ``MMSegInferencer`` + drawing."""
 
     def __init__(self, cfg, scope: str, checkpoint: str, device=None, score_thr: float = 0.3,
-                 opacity: float = 0.5) -> None:
+                 opacity: float = 0.5, dataset_meta: Optional[dict] = None) -> None:
         import pvt_mm  # noqa: F401  registers PVT (the config's custom_imports does too)
         from pvt_mm.runtime import allow_mmengine_checkpoints
         allow_mmengine_checkpoints()  # torch.load(weights_only=True) of mmengine checkpoints
@@ -119,11 +139,16 @@ class Predictor:
             from mmdet.apis import DetInferencer
             self.inferencer = DetInferencer(model=cfg, weights=checkpoint, device=device,
                                             scope='mmdet', show_progress=False)
+            if dataset_meta:  # the checkpoint had none: use the config's dataset classes
+                self.inferencer.model.dataset_meta = dict(dataset_meta)
+                self.inferencer.visualizer.dataset_meta = dict(dataset_meta)
             self.draw_kwargs = dict(pred_score_thr=score_thr)
         else:
             from mmseg.apis import MMSegInferencer
+            dataset_meta = dataset_meta or {}
             self.inferencer = MMSegInferencer(model=cfg, weights=checkpoint, device=device,
-                                              scope='mmseg')
+                                              scope='mmseg', classes=dataset_meta.get('classes'),
+                                              palette=dataset_meta.get('palette'))
             self.inferencer.visualizer.alpha = opacity
             self.draw_kwargs = dict(with_labels=True)
 
@@ -209,12 +234,17 @@ def main(argv=None) -> int:
     try:
         kind, inputs = collect_inputs(args.input)
         cfg, scope = load_config(args.config, args.cfg_options)
-        check_checkpoint(args.checkpoint)
+        ckpt_meta = check_checkpoint(args.checkpoint)
         if kind == 'images' and len(inputs) == 1:
             read_image(inputs[0])  # fail on an unreadable image before building the model
         os.makedirs(args.out_dir, exist_ok=True)
+        # Class names / palette: the checkpoint's when it has them, else the config dataset's.
+        # (MMSegInferencer's visualizer only learns them through its constructor.)
+        meta = ckpt_meta if ckpt_meta.get('classes') else config_metainfo(cfg, scope)
+        if scope == 'mmdet' and ckpt_meta.get('classes'):
+            meta = None  # DetInferencer takes them from the checkpoint itself
         predictor = Predictor(cfg, scope, args.checkpoint, args.device, args.score_thr,
-                              args.opacity)
+                              args.opacity, meta)
         if kind == 'video':
             written = run_video(predictor, inputs, args.out_dir)
         else:

@@ -1,0 +1,397 @@
+"""User-facing tools: demo inference (DetInferencer / MMSegInferencer), the pyramid picture,
+training-curve plots, the mim model index, and pvt_mm used from an unmodified mmdet config.
+
+One tiny RetinaNet run (module fixture) provides a real checkpoint and a real mmengine log.
+"""
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+SHAPES_CONFIG = 'configs/retinanet/pvt_tiny_fpn_shapes.py'
+FAMILIES = ('retinanet', 'mask_rcnn', 'detr', 'semfpn', 'classification')
+SMALL_DATA_SUFFIXES = ('_shapes.py', '_tiny.py')  # smoke-test configs, not in the model index
+
+
+def _env():
+    return dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+
+
+def _run(args, timeout=600):
+    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=_env(),
+                            timeout=timeout)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result.stdout + result.stderr
+
+
+def _tool(relpath: str):
+    """Import a tools/ script as a module (its main(argv) is then called in-process)."""
+    name = 'tool_' + re.sub(r'\W', '_', relpath)
+    spec = importlib.util.spec_from_file_location(name, REPO / relpath)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _data_options(root: Path) -> list:
+    return [f'train_dataloader.dataset.data_root={root}/', f'val_dataloader.dataset.data_root={root}/',
+            f'test_dataloader.dataset.data_root={root}/',
+            f'val_evaluator.ann_file={root}/annotations/instances_val2017.json',
+            f'test_evaluator.ann_file={root}/annotations/instances_val2017.json']
+
+
+def _differs(drawn: Path, original: Path) -> float:
+    """Fraction of pixels that changed noticeably between an input image and its drawing."""
+    a = np.asarray(Image.open(drawn).convert('RGB'), dtype=np.int16)
+    b = np.asarray(Image.open(original).convert('RGB'), dtype=np.int16)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float((np.abs(a - b).max(-1) > 40).mean())
+
+
+@pytest.fixture(scope='module')
+def shapes_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('data') / 'shapes_coco'
+    _run([PYTHON, 'tools/misc/make_shapes_coco.py', '--out', str(root), '--train', '4', '--val', '2'])
+    return root
+
+
+@pytest.fixture(scope='module')
+def trained(shapes_root, tmp_path_factory):
+    """A 1-epoch RetinaNet + PVT-Tiny run: (work_dir, checkpoint)."""
+    work = tmp_path_factory.mktemp('work') / 'retinanet'
+    _run([PYTHON, 'tools/train.py', SHAPES_CONFIG, '--work-dir', str(work), '--cfg-options',
+          *_data_options(shapes_root), 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+          'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+          'train_dataloader.persistent_workers=False', 'val_dataloader.num_workers=0',
+          'val_dataloader.persistent_workers=False', 'default_hooks.logger.interval=1',
+          'model.test_cfg.score_thr=0.0'], timeout=900)
+    ckpt = work / 'epoch_1.pth'
+    assert ckpt.is_file()
+    return work, ckpt
+
+
+# ------------------------------------------------------------------ tools/demo.py
+def test_demo_draws_detections_on_a_folder(trained, shapes_root, tmp_path):
+    _, ckpt = trained
+    out_dir = tmp_path / 'vis'
+    # An untrained detector scores low: keep every box and draw them all.
+    log = _run([PYTHON, 'tools/demo.py', str(shapes_root / 'val2017'), SHAPES_CONFIG, str(ckpt),
+                '--out-dir', str(out_dir), '--score-thr', '0',
+                '--cfg-options', 'model.test_cfg.score_thr=0.0', 'model.test_cfg.max_per_img=5'])
+    inputs = sorted((shapes_root / 'val2017').glob('*.jpg'))
+    assert len(inputs) == 2 and '2/2' in log  # the progress bar went through both images
+    for image in inputs:
+        drawn = out_dir / f'{image.stem}.png'
+        assert drawn.is_file(), log[-2000:]
+        assert _differs(drawn, image) > 0.002  # boxes and labels were drawn
+    assert sorted(p.name for p in out_dir.iterdir()) == [f'{p.stem}.png' for p in inputs]
+
+
+def test_demo_video(trained, shapes_root, tmp_path):
+    import cv2
+    _, ckpt = trained
+    video = tmp_path / 'clip.mp4'
+    frames = [cv2.imread(str(p)) for p in sorted((shapes_root / 'val2017').glob('*.jpg'))] * 2
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'mp4v'), 5.0,
+                             (frames[0].shape[1], frames[0].shape[0]))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    out_dir = tmp_path / 'vis'
+    demo = _tool('tools/demo.py')
+    assert demo.main([str(video), SHAPES_CONFIG, str(ckpt), '--out-dir', str(out_dir),
+                      '--score-thr', '0', '--cfg-options', 'model.test_cfg.score_thr=0.0',
+                      'model.test_cfg.max_per_img=3']) == 0
+    assert sorted(os.listdir(out_dir)) == ['clip.mp4']  # no temporary file left behind
+    capture = cv2.VideoCapture(str(out_dir / 'clip.mp4'))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    assert count == len(frames)
+
+
+def test_demo_segmentation(shapes_root, tmp_path):
+    """mmseg configs go through MMSegInferencer and draw a segmentation map."""
+    import pvt_mm  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    config = 'configs/semfpn/pvt_tiny_fpn_ade20k_tiny.py'
+    cfg = Config.fromfile(str(REPO / config))
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    ckpt = tmp_path / 'semfpn.pth'
+    torch.save({'state_dict': model.state_dict()}, ckpt)
+    image = sorted((shapes_root / 'val2017').glob('*.jpg'))[0]
+    demo = _tool('tools/demo.py')
+    assert demo.main([str(image), str(REPO / config), str(ckpt), '--out-dir', str(tmp_path / 'vis'),
+                      '--opacity', '0.6']) == 0
+    drawn = tmp_path / 'vis' / f'{image.stem}.png'
+    assert _differs(drawn, image) > 0.5  # the class map is blended over the whole image
+    # Class names and palette come from the config's dataset (ADE20K), not a fallback.
+    from mmseg.datasets import ADE20KDataset
+    seg_meta = demo.config_metainfo(cfg, 'mmseg')
+    assert list(seg_meta['classes']) == list(ADE20KDataset.METAINFO['classes'])
+
+
+def test_demo_errors_are_clear(trained, shapes_root, tmp_path, capsys):
+    _, ckpt = trained
+    demo = _tool('tools/demo.py')
+    image = str(sorted((shapes_root / 'val2017').glob('*.jpg'))[0])
+    junk = tmp_path / 'junk.jpg'
+    junk.write_text('not an image')
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    bad_ckpt = tmp_path / 'bad.pth'
+    bad_ckpt.write_bytes(b'\x00' * 100)
+    out = tmp_path / 'out'
+    cases = [
+        ([str(tmp_path / 'nope.jpg'), SHAPES_CONFIG, str(ckpt)], r"input '.*nope\.jpg' does not exist"),
+        ([image, 'configs/nope.py', str(ckpt)], r"config file 'configs/nope\.py' does not exist"),
+        ([image, SHAPES_CONFIG, str(tmp_path / 'x.pth')], r"checkpoint file '.*x\.pth' does not exist"),
+        ([image, SHAPES_CONFIG, str(bad_ckpt)], r"(Cannot read checkpoint|Refused to load) '.*bad\.pth'"),
+        ([str(junk), SHAPES_CONFIG, str(ckpt)], r"cannot read image '.*junk\.jpg'"),
+        ([str(empty), SHAPES_CONFIG, str(ckpt)], r"directory '.*empty' holds no images"),
+        ([image, 'configs/classification/pvt_tiny_in1k_tiny.py', str(ckpt)],
+         r"default_scope='mmpretrain'"),
+    ]
+    for argv, message in cases:
+        assert demo.main(argv + ['--out-dir', str(out)]) == 2, argv
+        assert re.search(message, capsys.readouterr().err), (argv, message)
+    assert not out.exists() or not os.listdir(out)  # nothing partial written
+
+
+# ------------------------------------------------------------------ visualize_pyramid.py
+def test_visualize_pyramid_random_and_trained(trained, shapes_root, tmp_path):
+    _, ckpt = trained
+    tool = _tool('tools/analysis/visualize_pyramid.py')
+    image = str(sorted((shapes_root / 'val2017').glob('*.jpg'))[0])
+    plain, attn = tmp_path / 'plain.png', tmp_path / 'attn.png'
+    assert tool.main([image, SHAPES_CONFIG, '--out', str(plain), '--size', '256']) == 0
+    assert tool.main([image, SHAPES_CONFIG, str(ckpt), '--out', str(attn), '--size', '256',
+                      '--attn-query', '100', '60']) == 0
+    with Image.open(plain) as a, Image.open(attn) as b:
+        assert a.format == b.format == 'PNG'
+        assert b.width == a.width and b.height > 1.5 * a.height  # a second row of attention maps
+        assert np.asarray(a.convert('L')).std() > 10  # not a blank canvas
+    assert sorted(os.listdir(tmp_path)) == ['attn.png', 'plain.png']  # no temporary files
+
+
+def test_pyramid_matches_the_backbone_and_explicit_attention_matches_sdpa():
+    """The tool re-runs the stages by hand and recomputes SRA explicitly: both must agree
+    with the model's own (fused) forward."""
+    tool = _tool('tools/analysis/visualize_pyramid.py')
+    torch.manual_seed(0)
+    backbone, _ = tool.build_backbone(str(REPO / SHAPES_CONFIG))
+    img = torch.randn(1, 3, 96, 128)
+    stages = tool.pyramid(backbone, img, query_xy=(50.0, 30.0), layer=0)
+    with torch.no_grad():
+        outs = backbone(img)
+    assert len(stages) == 4
+    for info, out, stride in zip(stages, outs, (4, 8, 16, 32)):
+        assert info['stride'] == stride
+        torch.testing.assert_close(torch.from_numpy(info['feature']), out[0], atol=1e-4, rtol=1e-4)
+        r = info['sr_ratio']
+        assert info['attention'].shape == (96 // stride // r, 128 // stride // r)
+        assert info['attention'].sum() == pytest.approx(1.0, abs=1e-4)  # mean over heads of softmax rows
+    # Explicit weights @ v through the output projection == the fused SDPA module output.
+    for stage in backbone.stages:
+        layer = stage.layers[0]
+        x = torch.randn(2, 12 * 16, layer.attn.q.in_features)
+        with torch.no_grad():
+            weights, v, _ = tool.sra_attention(layer.attn, x, (12, 16))
+            explicit = layer.attn.proj((weights @ v).transpose(1, 2).reshape(x.shape))
+            fused = layer.attn(x, (12, 16))
+        torch.testing.assert_close(explicit, fused, atol=1e-5, rtol=1e-4)
+
+
+def test_visualize_pyramid_errors(shapes_root, tmp_path, capsys):
+    tool = _tool('tools/analysis/visualize_pyramid.py')
+    image = str(sorted((shapes_root / 'val2017').glob('*.jpg'))[0])
+    out = str(tmp_path / 'p.png')
+    cases = [
+        ([str(tmp_path / 'no.jpg'), SHAPES_CONFIG, '--out', out], r"image '.*no\.jpg' does not exist"),
+        ([image, 'configs/nope.py', '--out', out], r"config file 'configs/nope\.py' does not exist"),
+        ([image, SHAPES_CONFIG, str(tmp_path / 'w.pth'), '--out', out], r"checkpoint file .* does not exist"),
+        ([image, SHAPES_CONFIG, '--out', out, '--attn-query', '999', '5'], r'outside the 320x256 image'),
+        ([image, SHAPES_CONFIG, '--out', str(tmp_path / 'p.jpg')], r'--out must be a \.png'),
+    ]
+    for argv, message in cases:
+        assert tool.main(argv) == 2, argv
+        assert re.search(message, capsys.readouterr().err), (argv, message)
+    assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------ analyze_logs.py
+def test_plot_curves_from_a_real_work_dir(trained, tmp_path, capsys):
+    work, _ = trained
+    tool = _tool('tools/analysis/analyze_logs.py')
+    scalars = sorted(work.glob('*/vis_data/scalars.json'))
+    assert len(scalars) == 1
+    records = [json.loads(line) for line in scalars[0].read_text().splitlines() if line.strip()]
+    curves = tool.collect_curves(str(scalars[0]), ['loss', 'bbox_mAP'])
+    assert set(curves) == {'loss', 'coco/bbox_mAP'}
+    assert curves['loss'][0] == 'iter' and curves['coco/bbox_mAP'][0] == 'epoch'
+    assert curves['loss'][2] == [r['loss'] for r in records if 'loss' in r]
+    assert curves['coco/bbox_mAP'][1] == [1]
+
+    out = tmp_path / 'curves.png'
+    assert tool.main(['plot_curve', str(work), str(scalars[0]), '--keys', 'loss', 'bbox_mAP',
+                      '--legend', 'run', 'same run', '--out', str(out)]) == 0
+    with Image.open(out) as png:
+        assert png.format == 'PNG' and png.width > png.height  # two panels side by side
+    capsys.readouterr()
+    assert tool.main(['plot_curve', str(work), '--keys', 'mIoU', '--out', str(tmp_path / 'x.png')]) == 2
+    assert 'none of the keys' in capsys.readouterr().err and not (tmp_path / 'x.png').exists()
+    assert tool.main(['plot_curve', str(tmp_path / 'nowhere'), '--out', str(tmp_path / 'y.png')]) == 2
+    assert 'does not exist' in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ model index / mim
+def _load_index():
+    index = yaml.safe_load((REPO / 'model-index.yml').read_text())
+    metafiles = {}
+    for path in index['Import']:
+        assert (REPO / path).is_file(), path
+        metafiles[path] = yaml.safe_load((REPO / path).read_text())
+    return metafiles
+
+
+def test_model_index_lists_every_config():
+    metafiles = _load_index()
+    assert {Path(p).parent.name for p in metafiles} == set(FAMILIES)
+    listed, names = set(), []
+    for path, meta in metafiles.items():
+        collections = {c['Name'] for c in meta['Collections']}
+        for coll in meta['Collections']:
+            assert coll['Paper']['URL'] == 'https://arxiv.org/abs/2102.12122'
+            assert coll['Metadata']['Training Data']
+        for model in meta['Models']:
+            names.append(model['Name'])
+            assert model['In Collection'] in collections, model['Name']
+            assert (REPO / model['Config']).is_file(), model['Config']
+            assert Path(model['Config']).parent == Path(path).parent
+            assert model['Metadata']['Training Data']
+            assert isinstance(model['Metadata']['Parameters'], int)
+            assert model.get('Weights') is None  # no trained weights are hosted
+            assert model['Results Source'].startswith('paper Table')
+            for result in model['Results']:
+                assert result['Task'] and result['Dataset']
+                assert result['Metrics'] and all(isinstance(v, float) and 0 < v < 100
+                                                 for v in result['Metrics'].values())
+            listed.add(model['Config'])
+    assert len(names) == len(set(names)), 'model names must be unique'
+    on_disk = {str(p.relative_to(REPO)) for family in FAMILIES
+               for p in (REPO / 'configs' / family).glob('*.py')
+               if not p.name.endswith(SMALL_DATA_SUFFIXES)}
+    assert listed == on_disk
+
+
+def test_model_index_parameters_match_the_configs():
+    """Spot-check the Parameters metadata against a built model (the smallest of each
+    detection family; the test suites of each family check the paper's counts)."""
+    import pvt_mm  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    models = {m['Config']: m for meta in _load_index().values() for m in meta['Models']}
+    for config in ('configs/retinanet/pvt_tiny_fpn_1x_coco.py', 'configs/semfpn/pvt_tiny_fpn_80k_ade20k.py'):
+        cfg = Config.fromfile(str(REPO / config))
+        init_default_scope(cfg.default_scope)
+        built = MODELS.build(cfg.model)
+        assert sum(p.numel() for p in built.parameters()) == models[config]['Metadata']['Parameters']
+
+
+def test_mim_can_read_the_index():
+    pytest.importorskip('mim', reason='openmim is not installed')
+    from mim.utils import get_installed_path  # noqa: F401
+    result = subprocess.run([PYTHON, '-m', 'mim', 'search', 'pvt_mm', '--valid-field'],
+                            cwd=REPO, capture_output=True, text=True, env=_env(), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_pip_install_ships_the_mim_extension(tmp_path):
+    """`pip install .` (built from a copy of the repository into a --target folder, never
+    into the environment) copies configs, tools and model-index.yml into pvt_mm/.mim."""
+    src = tmp_path / 'src'
+    ignore = shutil.ignore_patterns('.git', '.venv', 'data', 'work_dirs', 'build', 'dist',
+                                    '*.egg-info', '.mim', '__pycache__', '.pytest_cache', '*.pth')
+    shutil.copytree(REPO, src, ignore=ignore, symlinks=True)
+    target = tmp_path / 'target'
+    _run([PYTHON, '-m', 'pip', 'install', str(src), '--no-deps', '--no-build-isolation',
+          '--no-index', '--quiet', '--target', str(target)], timeout=300)
+    mim = target / 'pvt_mm' / '.mim'
+    assert (mim / 'model-index.yml').read_text() == (REPO / 'model-index.yml').read_text()
+    for meta in _load_index().values():
+        for model in meta['Models']:
+            assert (mim / model['Config']).is_file(), model['Config']
+    assert (mim / 'tools' / 'train.py').is_file() and (mim / 'tools' / 'demo.py').is_file()
+    assert not (mim / 'configs').is_symlink()  # copied, not linked, in a regular install
+
+
+# ------------------------------------------------------------------ cross-project config
+EXAMPLE = 'configs/examples/faster_rcnn_pvt_small_fpn_1x_coco.py'
+
+
+def test_example_swaps_the_backbone_of_an_unmodified_mmdet_config():
+    import pvt_mm  # noqa: F401
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    assert "_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'" in (REPO / EXAMPLE).read_text()
+    cfg = Config.fromfile(str(REPO / EXAMPLE))
+    assert cfg.custom_imports['imports'] == ['pvt_mm']
+    assert set(cfg.model.backbone) == {'type', 'arch', 'out_indices', 'drop_path_rate', 'init_cfg'}
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+    assert type(model.backbone).__name__ == 'PVT' and type(model).__name__ == 'FasterRCNN'
+    assert list(cfg.model.neck.in_channels) == list(model.backbone.out_channels) == [64, 128, 320, 512]
+    with torch.no_grad():
+        feats = model.extract_feat(torch.randn(1, 3, 128, 160))
+    assert [f.shape[-2:] for f in feats] == [(32, 40), (16, 20), (8, 10), (4, 5), (2, 3)]
+
+
+def test_example_trains_a_few_iterations(shapes_root, tmp_path):
+    # Point the example at the embedded data at 320x256 without touching the example.
+    config = tmp_path / 'example_shapes.py'
+    config.write_text(f'''
+_base_ = {str(REPO / EXAMPLE)!r}
+data_root = {str(shapes_root) + '/'!r}
+model = dict(backbone=dict(init_cfg=None))
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=(256, 192), keep_ratio=True),
+    dict(type='PackDetInputs'),
+]
+train_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, pipeline=train_pipeline, indices=2))
+train_cfg = dict(max_epochs=1, val_interval=10)
+val_dataloader = None
+val_evaluator = None
+val_cfg = None
+test_dataloader = None
+test_evaluator = None
+test_cfg = None
+default_hooks = dict(logger=dict(interval=1))
+''')
+    work = tmp_path / 'work'
+    log = _run([PYTHON, 'tools/train.py', str(config), '--work-dir', str(work)], timeout=600)
+    losses = [float(x) for x in re.findall(r'\bloss: ([\d.]+)', log)]
+    assert len(losses) == 2 and all(np.isfinite(losses)), log[-3000:]  # 2 images / batch 1
+    assert 'loss_rpn_cls' in log and 'loss_bbox' in log
+    assert (work / 'epoch_1.pth').is_file()
