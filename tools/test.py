@@ -7,6 +7,7 @@
 """
 import argparse
 import json
+import numbers
 import os
 import os.path as osp
 import sys
@@ -52,7 +53,8 @@ def enable_drawing(cfg: Config, show_dir: str) -> None:
         hook['draw'] = True
         if 'DetVisualizationHook' in hook['type']:
             hook['test_out_dir'] = osp.abspath(show_dir)
-        else:
+        else:  # mmseg's hook draws every `interval`-th image (default 50): draw them all
+            hook.setdefault('interval', 1)
             cfg.visualizer['save_dir'] = show_dir
 
 
@@ -92,7 +94,8 @@ def main() -> None:
     if is_main_process():  # machine-readable copy of the metrics, written atomically
         out = osp.join(cfg.work_dir, 'test_metrics.json')
         with open(out + '.tmp', 'w') as f:
-            json.dump({k: float(v) if isinstance(v, (int, float)) else str(v)
+            # numbers.Real covers numpy scalars too (mmseg's IoUMetric gives np.float32).
+            json.dump({k: float(v) if isinstance(v, numbers.Real) else str(v)
                        for k, v in metrics.items()}, f, indent=2)
         os.replace(out + '.tmp', out)
 
