@@ -1,0 +1,186 @@
+"""ImageNet classification configs (mmpretrain): every config builds with paper Table 2's
+parameter counts and the DeiT recipe; the classifier trains with 2 CPU processes through
+tools/dist_train.sh, reports top-1 through tools/test.py, and its checkpoint loads back as
+a segmentation / detection backbone through init_cfg like the official weights."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+# Paper Table 2: (M params of the whole classifier, GFLOPs at 224x224).
+TABLE2 = {
+    'classification/pvt_tiny_in1k.py': (13.2, 1.9),
+    'classification/pvt_small_in1k.py': (24.5, 3.8),
+    'classification/pvt_medium_in1k.py': (44.2, 6.7),
+    'classification/pvt_large_in1k.py': (61.4, 9.8),
+}
+CLS_CONFIGS = sorted(str(p.relative_to(REPO / 'configs'))
+                     for p in (REPO / 'configs' / 'classification').glob('*.py'))
+TINY_CONFIG = 'configs/classification/pvt_tiny_in1k_tiny.py'
+
+
+def build_classifier(config: str):
+    import pvt_mm  # noqa: F401
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    cfg = Config.fromfile(str(REPO / 'configs' / config))
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    return cfg, MODELS.build(cfg.model)
+
+
+def test_every_table_config_is_listed():
+    assert {c for c in CLS_CONFIGS if c.endswith('_in1k.py')} == set(TABLE2)
+
+
+@pytest.mark.parametrize('config', CLS_CONFIGS)
+def test_config_builds(config):
+    cfg, model = build_classifier(config)
+    assert type(model).__name__ == 'ImageClassifier'
+    assert type(model.backbone).__name__ == 'PVT' and model.backbone.with_cls_token
+    assert type(model.head).__name__ == 'LinearClsHead'
+    assert model.head.fc.in_features == 512 and model.head.fc.out_features == 1000
+    assert cfg.custom_imports['imports'] == ['pvt_mm']
+    # The DeiT recipe (paper section 5.1).
+    assert cfg.model.head.loss.type == 'LabelSmoothLoss' and cfg.model.head.loss.label_smooth_val == 0.1
+    assert [(a.type, a.alpha) for a in cfg.model.train_cfg.augments] == [('Mixup', 0.8), ('CutMix', 1.0)]
+    train = [t['type'] for t in cfg.train_dataloader.dataset.pipeline]
+    assert {'RandomResizedCrop', 'RandomFlip', 'RandAugment', 'RandomErasing'} <= set(train)
+    opt = cfg.optim_wrapper.optimizer
+    assert opt.type == 'AdamW' and opt.weight_decay == 0.05
+    assert [s.type for s in cfg.param_scheduler] == ['LinearLR', 'CosineAnnealingLR']
+    assert cfg.train_dataloader.dataset.type == 'ImageNet' and cfg.val_evaluator.type == 'Accuracy'
+    if config in TABLE2:
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        assert abs(params - TABLE2[config][0]) <= 0.05, f'{params:.4f} M vs paper {TABLE2[config][0]} M'
+        # lr 5e-4 per 512 images of total batch: 8 GPUs x 128 = 1024 -> 1e-3.
+        assert opt.lr == pytest.approx(5e-4 * 8 * cfg.train_dataloader.batch_size / 512)
+        assert cfg.auto_scale_lr.base_batch_size == 8 * cfg.train_dataloader.batch_size
+        assert cfg.train_cfg.max_epochs == 300 and cfg.param_scheduler[-1].end == 300
+        test = {t['type']: t for t in cfg.test_dataloader.dataset.pipeline}
+        assert test['ResizeEdge']['scale'] == 248 and test['ResizeEdge']['edge'] == 'short'
+        assert test['CenterCrop']['crop_size'] == 224
+        assert cfg.model.backbone.init_cfg is None  # from scratch, as the paper
+
+
+@pytest.mark.parametrize('config', sorted(TABLE2))
+def test_gflops_match_table2(config):
+    from pvt_mm.flops import classifier_flops
+    _, model = build_classifier(config)
+    gflops = classifier_flops(model, (224, 224)) / 1e9
+    paper = TABLE2[config][1]
+    assert abs(gflops - paper) / paper <= 0.05, f'{gflops:.3f} GFLOPs vs paper {paper}'
+
+
+# ------------------------------------------------------------------ end to end on CPU
+@pytest.fixture(scope='module')
+def imagenet_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('data') / 'imagenet_tiny'
+    subprocess.run([PYTHON, 'tools/misc/make_imagenet_tiny.py', '--out', str(root),
+                    '--train', '4', '--val', '2'], cwd=REPO, check=True)
+    return root
+
+
+def test_generated_data_is_imagenet_layout(imagenet_root):
+    from mmpretrain.datasets import ImageNet
+    train = ImageNet(data_root=str(imagenet_root), split='train', pipeline=[])
+    val = ImageNet(data_root=str(imagenet_root), split='val', pipeline=[])
+    assert len(train) == 16 and len(val) == 8 and len(train.CLASSES) == 1000
+    assert sorted(set(train.get_gt_labels().tolist())) == [0, 1, 2, 3]
+    assert train[0]['img_path'].endswith('train/n01440764/n01440764_1.JPEG')
+    assert sorted(p.name for p in (imagenet_root / 'train').iterdir()) == [
+        'n01440764', 'n01443537', 'n01484850', 'n01491361']
+    assert all(p.suffix == '.JPEG' for p in (imagenet_root / 'val').iterdir())
+
+
+def _options(root: Path) -> list:
+    return [f'{loader}.dataset.data_root={root}/'
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
+        'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1',
+        'train_dataloader.batch_size=4', 'val_dataloader.batch_size=4',
+        'test_dataloader.batch_size=4', 'default_hooks.logger.interval=1',
+        *(f'{loader}.{key}' for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+          for key in ('num_workers=0', 'persistent_workers=False'))]
+
+
+@pytest.fixture(scope='module')
+def trained(imagenet_root, tmp_path_factory):
+    """A classifier checkpoint from a real 2-process (gloo) tools/dist_train.sh run."""
+    work = tmp_path_factory.mktemp('cls') / 'ddp'
+    env = dict(os.environ, PORT=str(30500 + os.getpid() % 1000), OMP_NUM_THREADS='1',
+               PYTHONUNBUFFERED='1')
+    result = subprocess.run(['bash', 'tools/dist_train.sh', TINY_CONFIG, '2', '--work-dir',
+                             str(work), '--cfg-options', *_options(imagenet_root)], cwd=REPO,
+                            capture_output=True, text=True, env=env, timeout=900)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-5000:]
+    return work, out
+
+
+def test_dist_train_two_cpu_processes_reports_top1(trained):
+    work, out = trained
+    assert 'Distributed launcher: pytorch' in out and 'Distributed training: True' in out
+    # 16 images, 4 per process per step: 2 iterations make the epoch with 2 processes
+    # (a single process would need 4).
+    assert re.search(r'Epoch\(train\)\s+\[1\]\[2/2\].*loss: [\d.]+', out), out[-3000:]
+    assert re.search(r'Epoch\(val\) \[1\]\[\d+/\d+\]\s+accuracy/top1: [\d.]+', out), out[-3000:]
+    assert (work / 'epoch_1.pth').is_file()
+
+
+def test_test_tool_reports_top1(trained, imagenet_root):
+    work, _ = trained
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    result = subprocess.run([PYTHON, 'tools/test.py', TINY_CONFIG, str(work / 'epoch_1.pth'),
+                             '--work-dir', str(work / 'test'), '--cfg-options',
+                             *_options(imagenet_root)], cwd=REPO, capture_output=True, text=True,
+                            env=env, timeout=600)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    top1 = json.loads((work / 'test' / 'test_metrics.json').read_text())['accuracy/top1']
+    assert 0.0 <= top1 <= 100.0
+    assert re.search(rf'accuracy/top1: {top1:.4f}', out), out[-2000:]
+
+
+@pytest.mark.parametrize('config', ['semfpn/pvt_tiny_fpn_80k_ade20k.py',
+                                    'retinanet/pvt_tiny_fpn_1x_coco.py'])
+def test_trained_classifier_loads_as_dense_backbone(trained, config):
+    """The classifier checkpoint goes through the same init_cfg=Pretrained path as the
+    official weights: backbone. prefix stripped, class slot and final norm dropped."""
+    import pvt_mm  # noqa: F401
+    from mmengine.registry import DefaultScope, init_default_scope
+    from mmengine.logging import MMLogger
+    from pvt_mm.runtime import allow_mmengine_checkpoints
+    work, _ = trained
+    ckpt = work / 'epoch_1.pth'
+    allow_mmengine_checkpoints()
+    state = torch.load(ckpt, map_location='cpu', weights_only=True)['state_dict']
+    assert 'backbone.stages.3.cls_token' in state and 'head.fc.weight' in state
+
+    cfg = Config.fromfile(str(REPO / 'configs' / config))
+    cfg.model.backbone.init_cfg.checkpoint = str(ckpt)
+    scope = 'mmseg' if config.startswith('semfpn') else 'mmdet'
+    init_default_scope(scope)
+    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
+    model = registry.build(cfg.model)
+    MMLogger.get_instance('mmengine')  # print_log(logger='current') needs one
+    model.backbone.init_weights()
+    backbone = model.backbone.state_dict()
+    assert model.backbone.stages[3].cls_token is None
+    for key, value in backbone.items():
+        source = state[f'backbone.{key}']
+        if key == 'stages.3.pos_embed':  # class slot dropped (grids equal at 224)
+            source = source[:, 1:]
+        assert torch.equal(value, source), key
+    # A fresh init differs: the weights really came from the checkpoint.
+    assert not torch.equal(registry.build(Config.fromfile(str(REPO / 'configs' / config)).model
+                                          ).backbone.stages[0].patch_embed.proj.weight,
+                           backbone['stages.0.patch_embed.proj.weight'])
+    DefaultScope._instance_dict.pop(DefaultScope.get_current_instance().instance_name, None)

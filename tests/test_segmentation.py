@@ -1,0 +1,200 @@
+"""Semantic FPN configs (mmseg): every config builds with paper Table 5's parameter counts
+and GFLOPs, and the model trains and reports mIoU through tools/train.py and tools/test.py
+on the embedded ADE20K-layout data."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+# Paper Table 5: Semantic FPN on ADE20K, (M params, GFLOPs at 512x512).
+TABLE5 = {
+    'semfpn/pvt_tiny_fpn_80k_ade20k.py': (17.0, 33.2),
+    'semfpn/pvt_small_fpn_80k_ade20k.py': (28.2, 44.5),
+    'semfpn/pvt_medium_fpn_80k_ade20k.py': (48.0, 61.0),
+    'semfpn/pvt_large_fpn_80k_ade20k.py': (65.1, 79.6),
+}
+SEG_CONFIGS = sorted(str(p.relative_to(REPO / 'configs'))
+                     for p in (REPO / 'configs' / 'semfpn').glob('*.py'))
+TINY_CONFIG = 'configs/semfpn/pvt_tiny_fpn_ade20k_tiny.py'
+
+
+def build_segmentor(config: str):
+    import pvt_mm  # noqa: F401
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(str(REPO / 'configs' / config))
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    return cfg, MODELS.build(cfg.model)
+
+
+def test_every_table_config_is_listed():
+    assert {c for c in SEG_CONFIGS if c.endswith('_ade20k.py')} == set(TABLE5)
+
+
+@pytest.mark.parametrize('config', SEG_CONFIGS)
+def test_config_builds(config):
+    cfg, model = build_segmentor(config)
+    assert type(model).__name__ == 'EncoderDecoder'
+    assert type(model.backbone).__name__ == 'PVT'
+    assert type(model.neck).__name__ == 'FPN' and type(model.decode_head).__name__ == 'FPNHead'
+    assert cfg.custom_imports['imports'] == ['pvt_mm']
+    assert model.backbone.out_channels == tuple(cfg.model.neck.in_channels)
+    assert cfg.model.neck.out_channels == 256 and cfg.model.neck.num_outs == 4
+    head = cfg.model.decode_head
+    assert (head.channels, head.num_classes, head.dropout_ratio, head.align_corners) == (128, 150, 0.1, False)
+    assert head.feature_strides == [4, 8, 16, 32] and head.in_channels == [256] * 4
+    assert cfg.model.backbone.drop_path_rate == 0.1
+    assert cfg.train_dataloader.dataset.type == 'ADE20KDataset'
+    assert cfg.val_evaluator.iou_metrics == ['mIoU']
+    test_types = [t['type'] for t in cfg.test_dataloader.dataset.pipeline]
+    assert test_types.index('Resize') < test_types.index('ResizeToMultiple')
+    assert [t for t in cfg.test_dataloader.dataset.pipeline
+            if t['type'] == 'ResizeToMultiple'][0]['size_divisor'] == 32
+    train = {t['type']: t for t in cfg.train_dataloader.dataset.pipeline}
+    assert train['RandomResize']['ratio_range'] == (0.5, 2.0)
+    assert train['LoadAnnotations']['reduce_zero_label'] is True
+    if config in TABLE5:
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        assert abs(params - TABLE5[config][0]) <= 0.1, f'{params:.3f} M vs paper {TABLE5[config][0]} M'
+        arch = cfg.model.backbone.arch
+        assert cfg.model.backbone.init_cfg.checkpoint == f'checkpoints/pvt_{arch}.pth'
+        assert train['RandomCrop']['crop_size'] == (512, 512)
+        assert cfg.model.data_preprocessor.size == (512, 512)
+        assert [t for t in cfg.test_dataloader.dataset.pipeline
+                if t['type'] == 'Resize'][0]['scale'] == (2048, 512)  # shorter side 512
+        opt = cfg.optim_wrapper.optimizer
+        assert (opt.type, opt.lr) == ('AdamW', 1e-4)
+        (poly, ) = cfg.param_scheduler
+        assert (poly.type, poly.power, poly.end, poly.by_epoch) == ('PolyLR', 0.9, 80000, False)
+        assert cfg.train_cfg.max_iters == 80000
+        # Batch 16 = 4 GPUs x 4 (paper section 5.3).
+        assert cfg.train_dataloader.batch_size * 4 == 16
+
+
+# Attention products (q k^T and attn v: 2 * N * N_kv * C per layer, N = (512/s)^2,
+# N_kv = N / R^2) of every Table 1 stage at 512x512, by hand.
+STAGES = ((4, 8, 64), (8, 4, 128), (16, 2, 320), (32, 1, 512))  # stride, SR ratio R, channels
+DEPTHS = {'tiny': (2, 2, 2, 2), 'small': (3, 4, 6, 3), 'medium': (3, 4, 18, 3), 'large': (3, 8, 27, 3)}
+
+
+@pytest.mark.parametrize('config', sorted(TABLE5))
+def test_gflops_match_table5(config):
+    """GFLOPs at 512x512 counted by mmengine's analysis tools (one multiply-add = one FLOP),
+    with the attention products that mmengine alone misses added by pvt_mm.flops; within
+    5 % of the paper. Without them the count is more than 5 % low."""
+    from mmengine.model import revert_sync_batchnorm
+    from pvt_mm.flops import count_flops
+    cfg, model = build_segmentor(config)
+    model = revert_sync_batchnorm(model).eval()
+    total, by_op = count_flops(model, (torch.rand(1, 3, 512, 512), ))
+    attention = by_op['scaled_dot_product_attention']
+    by_hand = sum(2 * d * (512 // s) ** 2 * ((512 // s) // r) ** 2 * c
+                  for d, (s, r, c) in zip(DEPTHS[cfg.model.backbone.arch], STAGES))
+    assert attention == by_hand
+    paper = TABLE5[config][1]
+    assert abs(total / 1e9 - paper) / paper <= 0.05, f'{total / 1e9:.2f} GFLOPs vs paper {paper}'
+    assert abs((total - attention) / 1e9 - paper) / paper > 0.05
+
+
+def test_sdpa_handle_equals_counting_explicit_matmuls():
+    """The SDPA handle counts what mmengine counts for the same attention written out."""
+    import torch.nn.functional as F
+    from pvt_mm.flops import SDPA_OP, count_flops
+
+    class Explicit(torch.nn.Module):
+        def forward(self, q, k, v):
+            attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1)
+            return attn @ v
+
+    class Fused(torch.nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v)
+
+    q, k, v = torch.rand(2, 5, 64, 16), torch.rand(2, 5, 12, 16), torch.rand(2, 5, 12, 24)
+    assert torch.allclose(Explicit()(q, k, v), Fused()(q, k, v), atol=1e-5)
+    explicit, _ = count_flops(Explicit(), (q, k, v))
+    fused, _ = count_flops(Fused(), (q, k, v))
+    assert explicit == fused == 2 * 5 * 64 * 12 * (16 + 24)
+    # The convention, pinned: mmengine alone has no SDPA handle and counts it as zero.
+    from mmengine.analysis import FlopAnalyzer
+    plain = FlopAnalyzer(Fused(), (q, k, v))
+    plain.unsupported_ops_warnings(False)
+    assert plain.total() == 0 and plain.unsupported_ops()[SDPA_OP] == 1
+    assert count_flops(Fused(), (q, k, v), with_attention=False)[0] == 0
+
+
+# ------------------------------------------------------------------ end to end on CPU
+@pytest.fixture(scope='module')
+def ade_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('data') / 'ade20k_tiny'
+    subprocess.run([PYTHON, 'tools/misc/make_ade20k_tiny.py', '--out', str(root),
+                    '--train', '4', '--val', '2'], cwd=REPO, check=True)
+    return root
+
+
+def test_generated_data_is_ade20k_layout(ade_root):
+    import numpy as np
+    from mmseg.datasets import ADE20KDataset
+    from PIL import Image
+    for split, prefix, count in (('training', 'train', 4), ('validation', 'val', 2)):
+        images = sorted((ade_root / 'images' / split).glob('*.jpg'))
+        labels = sorted((ade_root / 'annotations' / split).glob('*.png'))
+        assert [p.stem for p in images] == [p.stem for p in labels] == [
+            f'ADE_{prefix}_{i:08d}' for i in range(1, count + 1)]
+    label = np.array(Image.open(labels[0]))
+    assert label.dtype == np.uint8 and set(np.unique(label)) <= set(range(151))
+    assert 0 in label  # unlabelled pixels, ignored after reduce_zero_label
+    dataset = ADE20KDataset(data_root=str(ade_root), data_prefix=dict(
+        img_path='images/validation', seg_map_path='annotations/validation'), pipeline=[])
+    assert len(dataset) == 2 and dataset.reduce_zero_label
+    # The generator's class ids are ADE20K's.
+    sys.path.insert(0, str(REPO / 'tools' / 'misc'))
+    from make_ade20k_tiny import ADE_IDS
+    classes = [c.strip() for c in ADE20KDataset.METAINFO['classes']]
+    assert {name: classes.index(name) + 1 for name in ADE_IDS} == ADE_IDS
+    assert set(np.unique(label)) <= {0, *ADE_IDS.values()}
+    # Deterministic: the same seed gives the same bytes.
+    again = ade_root.parent / 'again'
+    subprocess.run([PYTHON, 'tools/misc/make_ade20k_tiny.py', '--out', str(again),
+                    '--train', '4', '--val', '2'], cwd=REPO, check=True)
+    assert (again / 'annotations/training/ADE_train_00000003.png').read_bytes() == \
+        (ade_root / 'annotations/training/ADE_train_00000003.png').read_bytes()
+
+
+def _run(args, **kwargs):
+    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, **kwargs)
+    assert result.returncode == 0, (result.stdout[-4000:] + result.stderr[-4000:])
+    return result.stdout + result.stderr
+
+
+def test_semantic_fpn_trains_and_reports_miou(ade_root, tmp_path):
+    work = tmp_path / 'semfpn'
+    options = [f'{loader}.dataset.data_root={ade_root}/'
+               for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
+        'train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
+        'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1',
+        *(f'{loader}.{key}' for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+          for key in ('num_workers=0', 'persistent_workers=False'))]
+    out = _run([PYTHON, 'tools/train.py', TINY_CONFIG, '--work-dir', str(work), '--cfg-options',
+                *options], timeout=900)
+    assert re.search(r'Iter\(train\) \[2/2\].*decode\.loss_ce: [\d.]+', out), out[-3000:]
+    assert re.search(r'Iter\(val\) \[2/2\].*mIoU: [\d.]+', out), out[-3000:]
+    ckpt = work / 'iter_2.pth'
+    assert ckpt.is_file()
+    out = _run([PYTHON, 'tools/test.py', TINY_CONFIG, str(ckpt), '--work-dir', str(work / 'test'),
+                '--show-dir', str(work / 'show'), '--cfg-options', *options], timeout=600)
+    metrics = json.loads((work / 'test' / 'test_metrics.json').read_text())
+    assert 0.0 <= metrics['mIoU'] <= 100.0 and 0.0 <= metrics['aAcc'] <= 100.0
+    assert re.search(rf"mIoU: {metrics['mIoU']:.4f}", out)
+    # --show-dir draws every validation image (2 here).
+    assert len(list((work / 'show').rglob('*.png'))) == 2
