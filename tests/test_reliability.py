@@ -179,3 +179,64 @@ def test_bad_input_coco_annotations_are_skipped_with_a_warning(shapes_root, tmp_
     broken.write_text(json.dumps(coco))
     assert check_coco_annotations(str(broken)) == {
         'box outside its image': 1, 'zero-area box': 1, 'unknown category': 1}
+
+
+def test_resume_after_a_ddp_worker_dies(shapes_root, tmp_path):
+    config = tmp_path / 'faulty.py'
+    config.write_text(
+        f"_base_ = '{REPO / CONFIG}'\n"
+        "custom_imports = dict(imports=['pvt_mm', 'fault_injection'], allow_failed_imports=False)\n"
+        "custom_hooks = [dict(type='DieOnRankHook', rank=1, at_iter=4)]\n")
+    # Iteration 4 is the second of epoch 2: its peer finished iteration 3's all-reduce,
+    # so epoch 1's checkpoint is complete on disk when the worker dies.
+    work = tmp_path / 'ddp'
+    options = _options(shapes_root, 2) + ['train_dataloader.batch_size=1',
+                                          'randomness.deterministic=False']
+    env = dict(_env(), PORT=str(29600 + os.getpid() % 300),
+               PYTHONPATH=f"{REPO / 'tests'}:{os.environ.get('PYTHONPATH', '')}")
+    start = time.time()
+    result = subprocess.run(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir', str(work),
+                             '--cfg-options', *options], cwd=REPO, capture_output=True, text=True,
+                            env=env, timeout=600)
+    elapsed = time.time() - start
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-3000:]
+    assert 'rank 1 dies at iteration 4' in out
+    assert 'exitcode' in out and '3' in out  # torchrun names the failed worker and its code
+    assert elapsed < 300, f'the job took {elapsed:.0f} s to notice the dead worker'
+    assert (work / 'epoch_1.pth').is_file() and not (work / 'epoch_2.pth').exists(), out[-4000:]
+    # Resume the same job without the fault: it continues from epoch 1 and completes.
+    env['PORT'] = str(int(env['PORT']) + 1)
+    result = subprocess.run(['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(work),
+                             '--resume', '--cfg-options', *options], cwd=REPO, capture_output=True,
+                            text=True, env=env, timeout=600)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert 'resumed epoch: 1, iter: 2' in out
+    assert (work / 'epoch_2.pth').is_file()
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_autocast_training_step_on_embedded_data_stays_finite(shapes_root, dtype):
+    import pvt_mm  # noqa: F401
+    from mmdet.registry import DATASETS, MODELS
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import init_default_scope
+    cfg = Config.fromfile(str(REPO / CONFIG))
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.train()
+    dataset_cfg = cfg.train_dataloader.dataset
+    dataset_cfg.data_root = f'{shapes_root}/'
+    dataset = DATASETS.build(dataset_cfg)
+    batch = model.data_preprocessor(pseudo_collate([dataset[0], dataset[1]]), training=True)
+    with torch.autocast('cpu', dtype=dtype):
+        losses = model.loss(batch['inputs'], batch['data_samples'])
+    loss, _ = model.parse_losses(losses)  # mmengine's reduction of the per-level losses
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
