@@ -1,9 +1,9 @@
 """The one place that decides which OpenMMLab libraries see pvt_mm's models.
 
 ``import pvt_mm`` (or ``custom_imports=dict(imports=['pvt_mm'])`` in a config) registers
-``PVT`` in pvt_mm's own registry and in the model registries of mmdet, mmsegmentation and
-mmpretrain, for each of them that is installed, so ``type='PVT'`` builds under any of
-those default scopes.
+``PVT`` (and the training-safety hooks ``RNGStateHook`` / ``FiniteLossHook``) in pvt_mm's
+own registries and in those of mmdet, mmsegmentation and mmpretrain, for each of them that
+is installed, so ``type='PVT'`` builds under any of those default scopes.
 """
 import importlib
 from typing import Dict, List
