@@ -30,7 +30,7 @@ EXTRAS = {
     'safetensors': ['safetensors'],
 }
 EXTRAS['all'] = sorted({req for reqs in EXTRAS.values() for req in reqs})
-EXTRAS['tests'] = EXTRAS['all'] + ['pytest']
+EXTRAS['tests'] = EXTRAS['all'] + ['pytest', 'model-index']  # model-index: mim's parser
 
 
 

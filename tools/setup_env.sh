@@ -88,7 +88,7 @@ fi
 if ! have mmengine "$MMENGINE_VERSION" || ! have mmdet "$MMDET_VERSION" \
    || ! have mmsegmentation "$MMSEG_VERSION" || ! have mmpretrain "$MMPRETRAIN_VERSION" \
    || ! have pvt_mm "$("$VPY" -c "import re;print(re.search(r\"__version__ = '(.+)'\", open('$ROOT/pvt_mm/version.py').read())[1])")" \
-   || ! "$VPY" -c "import ftfy, regex, pytest, pycocotools, pkg_resources" 2>/dev/null; then
+   || ! "$VPY" -c "import ftfy, regex, pytest, pycocotools, pkg_resources, modelindex" 2>/dev/null; then
   log "installing mmengine, mmdet, mmsegmentation, mmpretrain and pvt_mm"
   pip_install "mmengine==$MMENGINE_VERSION" "mmdet==$MMDET_VERSION" \
     "mmsegmentation==$MMSEG_VERSION" "mmpretrain==$MMPRETRAIN_VERSION" \
