@@ -11,11 +11,34 @@ Two things mmengine 0.10.7 needs help with on today's stack:
 """
 import os
 from datetime import timedelta
+from typing import Optional
 
 import torch
 import torch.distributed as dist
 
 from .checkpoint import mmengine_safe_globals
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None,
+                launcher: str = 'none'):
+    """Read a config the way mmdet's tools do: ``--cfg-options`` merged, ``work_dir``
+    defaulting to ``./work_dirs/<config name>``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    from mmengine.config import Config
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'config file {path!r} does not exist')
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = os.path.join('./work_dirs', os.path.splitext(os.path.basename(path))[0])
+    return cfg
 
 
 def allow_mmengine_checkpoints() -> None:

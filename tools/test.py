@@ -22,7 +22,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from pvt_mm.checkpoint import CheckpointError, read_checkpoint
-from pvt_mm.runtime import allow_mmengine_checkpoints, check_datasets, init_distributed
+from pvt_mm.runtime import (allow_mmengine_checkpoints, check_datasets, init_distributed,
+                            load_config)
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,17 +61,12 @@ def enable_drawing(cfg: Config, show_dir: str) -> None:
 
 def main() -> None:
     args = parse_args()
-    for path, what in ((args.config, 'config'), (args.checkpoint, 'checkpoint')):
-        if not osp.isfile(path):
-            sys.exit(f'error: {what} file {path!r} does not exist')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if not osp.isfile(args.checkpoint):
+        sys.exit(f'error: checkpoint file {args.checkpoint!r} does not exist')
+    try:
+        cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    except FileNotFoundError as exc:
+        sys.exit(f'error: {exc}')
     allow_mmengine_checkpoints()
     try:  # fail early and safely (weights_only) on a damaged or hostile file
         read_checkpoint(args.checkpoint)

@@ -22,7 +22,8 @@ from mmengine.runner import Runner
 
 from pvt_mm.checkpoint import CheckpointError, read_checkpoint
 from pvt_mm.engine import find_resumable_checkpoint, use_atomic_checkpoints
-from pvt_mm.runtime import allow_mmengine_checkpoints, check_datasets, init_distributed
+from pvt_mm.runtime import (allow_mmengine_checkpoints, check_datasets, init_distributed,
+                            load_config)
 
 # Added to every run: RNG states travel with checkpoints (exact resume) and a non-finite
 # loss stops training before it can be checkpointed.
@@ -50,16 +51,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    if not osp.isfile(args.config):
-        sys.exit(f'error: config file {args.config!r} does not exist')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    try:
+        cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    except FileNotFoundError as exc:
+        sys.exit(f'error: {exc}')
     if args.amp:
         import torch
         if not torch.cuda.is_available():
