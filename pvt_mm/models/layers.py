@@ -8,7 +8,6 @@ from typing import Tuple
 
 import torch
 import torch.nn.functional as F
-from mmcv.cnn.bricks import DropPath
 from torch import Tensor, nn
 
 HW = Tuple[int, int]
@@ -67,6 +66,8 @@ class SpatialReductionAttention(nn.Module):
             raise ValueError(f'embed_dims ({embed_dims}) must be divisible by num_heads ({num_heads})')
         self.num_heads = num_heads
         self.sr_ratio = sr_ratio
+        # Training splits queries until batch x heads x groups reaches this (see forward).
+        self.min_parallel_heads = 4
         self.attn_drop = attn_drop
         # Names q / kv / sr / norm / proj follow the official release so weights map 1:1.
         self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
@@ -88,16 +89,59 @@ class SpatialReductionAttention(nn.Module):
         reduced = self.norm(self.sr(grid).flatten(2).transpose(1, 2))
         return torch.cat((prefix, reduced), dim=1) if num_prefix_tokens else reduced
 
+    def _query_groups(self, batch: int, num_queries: int) -> int:
+        """How many groups to split each head's queries into for training (see forward)."""
+        groups = 1
+        while (batch * self.num_heads * groups < self.min_parallel_heads
+               and num_queries % (2 * groups) == 0):
+            groups *= 2
+        return groups
+
     def forward(self, x: Tensor, hw: HW, num_prefix_tokens: int = 0) -> Tensor:
         b, n, c = x.shape
-        head_dims = c // self.num_heads
-        q = self.q(x).reshape(b, n, self.num_heads, head_dims).transpose(1, 2)
-        kv = self.kv(self._reduce(x, hw, num_prefix_tokens))
-        k, v = kv.reshape(b, -1, 2, self.num_heads, head_dims).permute(2, 0, 3, 1, 4).unbind(0)
+        heads, head_dims = self.num_heads, c // self.num_heads
+        # Flash-attention backward parallelises over batch x heads only, so with one or two
+        # heads (stages 1-2) it runs on one or two threads (measured 10x slower on CPU).
+        # Queries are independent: splitting them into groups folded into the batch, which
+        # share k/v, is the same attention with more parallel work; autograd sums the
+        # groups' k/v gradients. The forward parallelises well already: training only.
+        groups = self._query_groups(b, n) if x.requires_grad else 1
+        q = self.q(x).reshape(b * groups, n // groups, heads, head_dims).transpose(1, 2)
+        kv = self.kv(self._reduce(x, hw, num_prefix_tokens)).reshape(b, 1, -1, 2, heads, head_dims)
+        kv = kv.expand(-1, groups, -1, -1, -1, -1).reshape(b * groups, -1, 2, heads, head_dims)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
         x = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        # (b * groups, heads, n / groups, d) -> (b, n, c); a view when SDPA's output is
+        # laid out (batch, tokens, heads, d), as the CPU and CUDA kernels return it.
         x = x.transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(x))
+
+
+class DropPathResidual(nn.Module):
+    """``x + drop_path(branch)``: stochastic depth fused with the residual addition.
+
+    One ``addcmul`` with a per-sample ``(B, 1, 1)`` scale instead of a divide, a multiply
+    and an add over the whole tensor (mmcv's ``DropPath`` then ``+``); identical in
+    expectation, and a plain addition in eval mode or when ``drop_prob`` is 0.
+
+    Args:
+        drop_prob: Probability of dropping the branch for a sample.
+    """
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: Tensor, branch: Tensor) -> Tensor:
+        if not self.training or self.drop_prob == 0.0:
+            return x + branch
+        keep = 1.0 - self.drop_prob
+        scale = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep).div_(keep)
+        return torch.addcmul(x, branch, scale)
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob}'
 
 
 class FFN(nn.Module):
@@ -145,8 +189,8 @@ class EncoderLayer(nn.Module):
             proj_drop=drop, norm_eps=norm_eps)
         self.norm2 = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.mlp = FFN(embed_dims, int(embed_dims * mlp_ratio), drop=drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPathResidual(drop_path)
 
     def forward(self, x: Tensor, hw: HW, num_prefix_tokens: int = 0) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), hw, num_prefix_tokens))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = self.drop_path(x, self.attn(self.norm1(x), hw, num_prefix_tokens))
+        return self.drop_path(x, self.mlp(self.norm2(x)))

@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 from functools import partial
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -86,16 +86,38 @@ def data_samples_for(scope: str, batch: int, shape: Tuple[int, int]) -> Optional
     return None  # mmpretrain classifiers need no samples in 'tensor' mode
 
 
-def count(model: nn.Module, inputs: tuple) -> Dict[str, float]:
-    """mmengine's FLOPs (as is) and with the attention handles added, plus parameters."""
-    from mmengine.analysis import FlopAnalyzer, get_model_complexity_info
+def count(model: nn.Module, inputs: tuple, parts: Sequence[str] = ('',)) -> Dict[str, Dict[str, float]]:
+    """FLOPs as mmengine counts them, and with the attention handles added, plus params.
+
+    Args:
+        model: The module to trace.
+        inputs: Positional inputs of ``model``.
+        parts: Submodule names to report (``''`` is the whole model, e.g. ``'backbone'``).
+
+    Returns:
+        Per part: ``flops_mmengine``, ``attention`` (the added matmuls),
+        ``flops_with_attention`` and ``params``.
+    """
+    from mmengine.analysis import FlopAnalyzer, get_model_complexity_info, parameter_count
     info = get_model_complexity_info(model, inputs=inputs, show_table=False, show_arch=False)
     analyzer = FlopAnalyzer(model, inputs)
     for name, handle in ATTENTION_HANDLES.items():
         analyzer.set_op_handle(name, handle)
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    return dict(flops_mmengine=float(info['flops']), flops_with_attention=float(analyzer.total()),
-                params=float(info['params']))
+    by_module = analyzer.by_module_and_operator()
+    params = parameter_count(model)
+    attention_ops = {n for name in ATTENTION_HANDLES for n in (name, name.split('::')[-1])}
+    results = {}
+    for part in parts:
+        ops = by_module[part]
+        attention = sum(v for k, v in ops.items() if k in attention_ops)
+        total = sum(ops.values())
+        results[part] = dict(flops_mmengine=float(total - attention), attention=float(attention),
+                             flops_with_attention=float(total), params=float(params[part]))
+    if results.get('', {}).get('flops_mmengine', info['flops']) != info['flops']:
+        raise RuntimeError(f'FLOPs without the attention handles ({results[""]["flops_mmengine"]}) '
+                           f'differ from get_model_complexity_info ({info["flops"]})')
+    return results
 
 
 def tensor_mode(model: nn.Module, scope: str, batch: int, shape: Tuple[int, int]) -> nn.Module:
@@ -114,10 +136,12 @@ def analyse(config: str, shape: Tuple[int, int], batch: int = 1,
     scope = cfg.get('default_scope', 'mmdet')
     x = torch.randn(batch, 3, *shape)
     result: Dict[str, Any] = dict(config=config, shape=list(shape), scope=scope)
+    parts = ('', 'backbone') if hasattr(model, 'backbone') else ('',)
     with torch.no_grad():
-        if hasattr(model, 'backbone'):
-            result['backbone'] = count(model.backbone, (x,))
-        result['model'] = count(tensor_mode(model, scope, batch, shape), (x,))
+        counts = count(tensor_mode(model, scope, batch, shape), (x,), parts)
+    result['model'] = counts['']
+    if 'backbone' in counts:
+        result['backbone'] = counts['backbone']
     return result
 
 
@@ -137,13 +161,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     print(f'Config: {args.config}')
     print(f'Input: {args.batch}x3x{shape[0]}x{shape[1]} (scope {res["scope"]})')
     print('Convention: 1 multiply-add = 1 FLOP (mmengine, as in the PVT and ResNet papers).')
-    print('| part | GFLOPs mmengine (no SDPA) | GFLOPs incl. attention matmuls | params (M) |')
-    print('|---|---|---|---|')
+    print('| part | GFLOPs mmengine (no SDPA) | attention matmuls GFLOPs | GFLOPs incl. attention '
+          '| params (M) |')
+    print('|---|---|---|---|---|')
     for part in ('model', 'backbone'):
         if part in res:
             r = res[part]
-            print(f'| {part} | {_g(r["flops_mmengine"])} | {_g(r["flops_with_attention"])} | '
-                  f'{r["params"] / 1e6:.2f} |')
+            print(f'| {part} | {_g(r["flops_mmengine"])} | {r["attention"] / 1e9:.4g} | '
+                  f'{_g(r["flops_with_attention"])} | {r["params"] / 1e6:.2f} |')
     return res
 
 

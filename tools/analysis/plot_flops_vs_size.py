@@ -43,7 +43,7 @@ def flops_table(sizes: List[int]) -> Dict[str, List[float]]:
         model = build()
         model.eval()
         with torch.no_grad():
-            table[name] = [count(model, (torch.randn(1, 3, s, s),))['flops_with_attention'] / 1e9
+            table[name] = [count(model, (torch.randn(1, 3, s, s),))['']['flops_with_attention'] / 1e9
                            for s in sizes]
         print(name, ' '.join(f'{s}:{g:.1f}' for s, g in zip(sizes, table[name])), flush=True)
     return table

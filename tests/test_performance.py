@@ -1,0 +1,195 @@
+"""Performance work must not change the model: pvt_mm == mmdet's PVT with the same weights,
+finite under AMP, compilable without graph breaks; and the analysis tools run end to end.
+Speed itself is reported by tools/analysis/benchmark_backbone.py, never asserted here."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from official_pvt import OfficialPVT
+from pvt_mm import PVT
+from pvt_mm.checkpoint import convert_official_keys
+
+REPO = Path(__file__).resolve().parents[1]
+ANALYSIS = REPO / 'tools' / 'analysis'
+
+
+def _tool(name):
+    spec = importlib.util.spec_from_file_location(f'_tool_{name}', ANALYSIS / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ANALYSIS))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ANALYSIS))
+    return module
+
+
+@pytest.fixture(scope='module')
+def official_and_ours(tmp_path_factory):
+    """An official-layout PVT-Tiny, and pvt_mm's PVT loaded from its release-format file."""
+    torch.manual_seed(0)
+    official = OfficialPVT(depths=(2, 2, 2, 2)).eval()
+    path = tmp_path_factory.mktemp('perf') / 'pvt_tiny.pth'
+    torch.save({'model': official.state_dict()}, path)
+    ours = PVT(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    ours.init_weights()
+    return official, ours.eval()
+
+
+@pytest.mark.parametrize('size', [(224, 224), (96, 160)])
+def test_same_outputs_as_mmdet_pvt_with_official_weights(official_and_ours, size):
+    from mmdet.models.backbones.pvt import PyramidVisionTransformer, pvt_convert
+    official, ours = official_and_ours
+    ref = PyramidVisionTransformer(num_layers=[2, 2, 2, 2]).eval()
+    result = ref.load_state_dict(pvt_convert(official.state_dict()), strict=False)
+    assert not result.missing_keys  # leftovers are the classifier head, norm and class token
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        for a, b in zip(ours(x), ref(x), strict=True):
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_benchmark_official_layout_round_trips():
+    """The tool's pvt_mm -> official mapping is the exact inverse of pvt_mm's loader."""
+    bench = _tool('benchmark_backbone')
+    model = PVT(arch='tiny')
+    official = bench.official_state_dict(model)
+    assert 'block4.1.attn.kv.weight' in official and 'pos_embed1' in official
+    back = convert_official_keys(official)
+    assert back.keys() == model.state_dict().keys()
+    for key, value in model.state_dict().items():
+        assert torch.equal(back[key], value)
+
+
+def _stressed_tiny():
+    """PVT-Tiny whose query projections are scaled so that unscaled attention logits exceed
+    the fp16 range (65504): a kernel that multiplied before scaling would overflow."""
+    torch.manual_seed(0)
+    model = PVT(arch='tiny').eval()
+    model.init_weights()
+    with torch.no_grad():
+        for stage in model.stages:
+            for layer in stage.layers:
+                layer.attn.q.weight.mul_(3000.0)
+                layer.attn.kv.weight.mul_(100.0)
+    return model
+
+
+def _max_unscaled_logit(model, x):
+    """Largest |q . k| of the first layer, in fp32 (what a naive fp16 matmul would hold)."""
+    captured = {}
+    attn = model.stages[0].layers[0].attn
+    handle = model.stages[0].layers[0].norm1.register_forward_hook(
+        lambda m, i, o: captured.setdefault('x', o))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    tokens = captured['x']
+    q = attn.q(tokens)
+    hw = (x.shape[2] // 4, x.shape[3] // 4)
+    k = attn.kv(attn._reduce(tokens, hw, 0))[..., :q.shape[-1]]
+    return (q @ k.transpose(1, 2)).abs().max().item()
+
+
+def _autocast(model, x, dtype):
+    try:
+        with torch.no_grad(), torch.autocast('cpu', dtype=dtype):
+            return model(x)
+    except RuntimeError as exc:  # pragma: no cover - CPU autocast without this dtype
+        pytest.skip(f'CPU autocast {dtype} unsupported: {exc}')
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_autocast_outputs_stay_finite_beyond_fp16_logit_range(dtype):
+    model = _stressed_tiny()
+    x = torch.randn(1, 3, 64, 96)
+    assert _max_unscaled_logit(model, x) > 65504  # the stress really is out of fp16 range
+    for out in _autocast(model, x, dtype):
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_autocast_outputs_match_fp32(dtype):
+    torch.manual_seed(0)
+    model = PVT(arch='tiny').eval()
+    model.init_weights()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        ref = model(x)
+    for a, b in zip(_autocast(model, x, dtype), ref, strict=True):
+        cos = torch.nn.functional.cosine_similarity(a.float().flatten(), b.flatten(), dim=0)
+        assert cos > 0.99
+
+
+def test_autocast_training_step_is_finite():
+    model = _stressed_tiny().train()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(x)
+    sum(o.float().mean() for o in outs).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize('training', [False, True])
+def test_no_graph_breaks_under_dynamo(training):
+    torch._dynamo.reset()
+    model = PVT(arch=dict(depths=(1, 1, 1, 1)), with_cls_token=training).train(training)
+    explanation = torch._dynamo.explain(model)(torch.randn(1, 3, 64, 64))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+def test_sdpa_flops_handle_counts_attention_matmuls():
+    """mmengine skips SDPA; the tool's handle adds exactly N * N_k * 2C per layer."""
+    flops = _tool('get_flops')
+    model = PVT(arch='tiny').eval()
+    with torch.no_grad():
+        res = flops.count(model, (torch.randn(1, 3, 224, 224),))['']
+    expected = 0
+    for stride, sr, dims, depth in zip((4, 8, 16, 32), (8, 4, 2, 1), (64, 128, 320, 512),
+                                       (2, 2, 2, 2)):
+        n = (224 // stride) ** 2
+        expected += depth * n * (n // sr ** 2) * 2 * dims
+    assert res['attention'] == expected
+    assert res['flops_with_attention'] - res['flops_mmengine'] == expected
+    assert res['params'] == sum(p.numel() for p in model.parameters())
+
+
+def _run(args, timeout=300):
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_get_flops_runs_on_a_detection_config():
+    out = _run([str(ANALYSIS / 'get_flops.py'), 'configs/retinanet/pvt_tiny_fpn_1x_coco.py',
+                '--shape', '64', '64'])
+    rows = [ln for ln in out.splitlines() if ln.startswith('| model') or ln.startswith('| backbone')]
+    assert len(rows) == 2, out
+    for row in rows:
+        mmengine, attention, with_attn, params = (float(c) for c in row.strip('| ').split('|')[1:])
+        assert mmengine > 0 and attention > 0 and params > 0
+        assert with_attn == pytest.approx(mmengine + attention, abs=0.011)  # 2-decimal rounding
+    assert '1 multiply-add = 1 FLOP' in out
+
+
+def test_benchmark_backbone_runs_end_to_end(tmp_path):
+    out_json = tmp_path / 'bench.json'
+    out = _run([str(ANALYSIS / 'benchmark_backbone.py'), '--arch', 'tiny', '--shape', '64', '64',
+                '--repeat', '1', '--warmup', '0', '--modes', 'infer', 'train',
+                '--json', str(out_json)])
+    assert 'same weights (fp32, max |diff|' in out and ': OK' in out
+    assert 'time ours/mmdet' in out and 'mem ours/mmdet' in out
+    data = json.loads(out_json.read_text())
+    assert [r['mode'] for r in data['results']] == ['infer', 'train']
+    for row in data['results']:
+        assert row['time_ratio_vs_mmdet'] > 0 and row['time_ratio_vs_resnet50'] > 0
+        assert set(row['peak_mib']) == {'pvt_mm', 'mmdet_pvt', 'resnet50'}
+    assert data['machine']['torch'] == torch.__version__
