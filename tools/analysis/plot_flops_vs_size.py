@@ -52,7 +52,7 @@ def flops_table(sizes: List[int]) -> Dict[str, List[float]]:
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--sizes', nargs='+', type=int,
-                        default=[224, 320, 448, 512, 640, 800, 960, 1024])
+                        default=[224, 320, 448, 512, 640, 800])
     parser.add_argument('--out', default='docs/figures/flops_vs_size.png')
     parser.add_argument('--json', help='also write the numbers here')
     args = parser.parse_args(argv)
