@@ -293,6 +293,27 @@ def load_pretrained(model: nn.Module, path: str, map_location: str = 'cpu') -> L
     return leftovers
 
 
+def check_model_checkpoint(path: str) -> dict:
+    """Read a checkpoint meant for a whole model (``load_from``, ``--resume``, testing) and
+    refuse one that holds backbone weights only, which mmengine would load into nothing.
+
+    Raises:
+        FileNotFoundError, CheckpointError: see :func:`read_checkpoint`; also a backbone-only
+            checkpoint, with the config line that loads it properly.
+    """
+    ckpt = read_checkpoint(path)
+    state, origin = unwrap_state_dict(ckpt, source=repr(path))
+    if origin != 'backbone of a full model' and state:
+        looks_like_pvt = any(k.startswith(('stages.', 'patch_embed1.', 'block1.')) for k in state)
+        what = 'PVT backbone weights' if looks_like_pvt else 'no "backbone." weights'
+        raise CheckpointError(
+            f'{path!r} holds {what} ({len(state)} tensors such as {_short(list(state), 3)}), not '
+            'a whole detector/segmentor/classifier. Load backbone weights with '
+            'model.backbone.init_cfg=dict(type="Pretrained", checkpoint=...) instead of '
+            'load_from / --resume / a test checkpoint.')
+    return ckpt
+
+
 def convert_checkpoint_file(src: str, dst: str, num_stages: int = 4) -> StateDict:
     """Convert an official PVT release file to a pvt_mm checkpoint (``{'state_dict': ...}``).
 
@@ -309,5 +330,6 @@ def convert_checkpoint_file(src: str, dst: str, num_stages: int = 4) -> StateDic
 
 __all__ = [
     'CheckpointError', 'read_checkpoint', 'unwrap_state_dict', 'convert_official_keys',
-    'adapt_state_dict', 'load_pretrained', 'convert_checkpoint_file', 'mmengine_safe_globals',
+    'adapt_state_dict', 'load_pretrained', 'check_model_checkpoint', 'convert_checkpoint_file',
+    'mmengine_safe_globals',
 ]

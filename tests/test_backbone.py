@@ -108,6 +108,9 @@ def test_arch_fields_cover_table1():
     (torch.randn(1, 3, 64, 16), 'smaller than one stride-32 cell'),
     (torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8), 'floating-point'),
     (torch.randn(3, 64, 64), 'NCHW'),
+    (torch.randn(0, 3, 64, 64), 'empty batch'),
+    (torch.full((1, 3, 64, 64), float('nan')), 'NaN or Inf'),
+    (torch.tensor([1.0, float('inf')]).repeat(1, 3, 32, 16), 'NaN or Inf'),
 ])
 def test_bad_input_is_a_clear_value_error(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -121,7 +124,7 @@ def test_bad_input_is_a_clear_value_error(bad, match):
     (dict(frozen_stages=5), 'frozen_stages=5'),
     (dict(frozen_stages=-2), 'frozen_stages=-2'),
 ])
-def test_bad_constructor_arguments(kwargs, match):
+def test_bad_input_constructor_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PVT(arch='tiny', **kwargs)
 

@@ -137,7 +137,7 @@ def test_classification_checkpoint_loads_as_dense_backbone(tmp_path, official_ti
     torch.testing.assert_close(dense.stages[3].pos_embed, classifier.stages[3].pos_embed[:, 1:])
 
 
-def test_checkpoint_of_another_variant_names_the_keys(tmp_path, official_tiny_file):
+def test_bad_input_checkpoint_of_another_variant_names_the_keys(tmp_path, official_tiny_file):
     with pytest.raises(CheckpointError, match=r'(?s)PVT-small.*PVT-tiny.*missing backbone keys.*stages\.0\.layers\.2'):
         _loaded(official_tiny_file, arch='small')
     torch.manual_seed(0)
@@ -147,7 +147,7 @@ def test_checkpoint_of_another_variant_names_the_keys(tmp_path, official_tiny_fi
         _loaded(small, arch='tiny')
 
 
-def test_shape_mismatch_is_an_error(tmp_path):
+def test_bad_input_shape_mismatch_is_an_error(tmp_path):
     torch.manual_seed(0)
     other = OfficialPVT(depths=(2, 2, 2, 2), dims=(32, 64, 160, 256), heads=(1, 2, 5, 8))
     path = tmp_path / 'narrow.pth'
@@ -156,7 +156,7 @@ def test_shape_mismatch_is_an_error(tmp_path):
         _loaded(path, arch='tiny')
 
 
-def test_missing_truncated_empty_and_foreign_files(tmp_path, official_tiny_file):
+def test_bad_input_missing_truncated_empty_and_foreign_files(tmp_path, official_tiny_file):
     with pytest.raises(FileNotFoundError, match='does not exist.*from scratch'):
         _loaded(tmp_path / 'nope.pth', arch='tiny')
     empty = tmp_path / 'empty.pth'

@@ -240,3 +240,19 @@ def test_autocast_training_step_on_embedded_data_stays_finite(shapes_root, dtype
     assert torch.isfinite(loss)
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_bad_input_backbone_checkpoint_given_as_a_whole_model(shapes_root, tmp_path):
+    """The reverse of loading a detector checkpoint as a backbone: mmengine would load a
+    backbone-only file into nothing (non-strict) and carry on; the tools refuse it."""
+    import pvt_mm
+    backbone = tmp_path / 'pvt_tiny_backbone.pth'
+    torch.save({'state_dict': pvt_mm.PVT(arch='tiny').state_dict()}, backbone)
+    opts = _options(shapes_root, 1)
+    for extra, options in ((['--resume', str(backbone)], opts), ([], opts + [f'load_from={backbone}'])):
+        result = _train(tmp_path / 'work', options, *extra, check=False)
+        assert result.returncode != 0
+        assert 'holds PVT backbone weights' in result.stderr and 'init_cfg' in result.stderr
+    result = subprocess.run([PYTHON, 'tools/test.py', CONFIG, str(backbone), '--cfg-options', *opts],
+                            cwd=REPO, capture_output=True, text=True, env=_env())
+    assert result.returncode != 0 and 'holds PVT backbone weights' in result.stderr

@@ -21,7 +21,7 @@ from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from pvt_mm.checkpoint import CheckpointError, read_checkpoint
+from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint
 from pvt_mm.runtime import (allow_mmengine_checkpoints, check_datasets, init_distributed,
                             load_config)
 
@@ -69,7 +69,7 @@ def main() -> None:
         sys.exit(f'error: {exc}')
     allow_mmengine_checkpoints()
     try:  # fail early and safely (weights_only) on a damaged or hostile file
-        read_checkpoint(args.checkpoint)
+        check_model_checkpoint(args.checkpoint)
     except CheckpointError as exc:
         sys.exit(f'error: {exc}')
     cfg.load_from = args.checkpoint

@@ -20,7 +20,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from pvt_mm.checkpoint import CheckpointError, read_checkpoint
+from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint
 from pvt_mm.engine import find_resumable_checkpoint, use_atomic_checkpoints
 from pvt_mm.runtime import (allow_mmengine_checkpoints, check_datasets, init_distributed,
                             load_config)
@@ -83,7 +83,7 @@ def build_config(args: argparse.Namespace) -> Config:
 def check_checkpoint(path: str) -> None:
     """Fail early, clearly and safely on a checkpoint that cannot be resumed/loaded."""
     try:
-        read_checkpoint(path)
+        check_model_checkpoint(path)
     except (FileNotFoundError, CheckpointError) as exc:
         sys.exit(f'error: cannot use checkpoint for --resume/load_from: {exc}')
 

@@ -4,9 +4,14 @@
 # remove the overrides below and point data_root at data/coco/ for the real thing.
 _base_ = './pvt_tiny_fpn_1x_coco.py'
 data_root = 'data/shapes_coco/'
-scale = (320, 256)
+scale = (256, 192)  # the 320x256 images at 3/4 size: ~2.4 s per batch of 4 on 2 cores
 
-model = dict(backbone=dict(init_cfg=None))  # from scratch: no downloads needed
+# From scratch (no downloads needed). Without ImageNet weights the un-normalised head
+# collapses (classification loss explodes after ~20 iterations at lr >= 3e-4, measured);
+# GroupNorm in the head keeps its logits in range.
+model = dict(
+    backbone=dict(init_cfg=None),
+    bbox_head=dict(norm_cfg=dict(type='GN', num_groups=32, requires_grad=True)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
@@ -32,9 +37,9 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
 # A short schedule that learns from scratch: higher lr, warm-up, cosine, clipping.
-max_epochs = 8
+max_epochs = 7
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-optim_wrapper = dict(optimizer=dict(lr=1e-3), clip_grad=dict(max_norm=5, norm_type=2))
+optim_wrapper = dict(optimizer=dict(lr=5e-4), clip_grad=dict(max_norm=5, norm_type=2))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
     dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, T_max=max_epochs,

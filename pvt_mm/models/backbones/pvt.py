@@ -297,11 +297,19 @@ class PVT(BaseModule):
         if not x.is_floating_point():
             raise ValueError(f'PVT expects a floating-point image, got {x.dtype}; normalise it '
                              '(e.g. with a data preprocessor) first.')
+        if x.shape[0] == 0:
+            raise ValueError(f'PVT got an empty batch (shape {tuple(x.shape)}); check that the '
+                             'dataloader yields at least one image.')
         min_side = self.strides[-1]
         if x.shape[2] < min_side or x.shape[3] < min_side:
             raise ValueError(f'Input of {x.shape[2]}x{x.shape[3]} is smaller than one stride-'
                              f'{min_side} cell; PVT needs at least {min_side}x{min_side} pixels. '
                              'Resize or pad the image.')
+        # One reduction over the input (cheap next to the network); skipped while
+        # torch.compile traces, where data-dependent checks would break the graph.
+        if not torch.compiler.is_compiling() and not torch.isfinite(x).all():
+            raise ValueError('PVT input contains NaN or Inf values; check the image files and '
+                             'the data preprocessor (mean/std) before the backbone.')
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """Return the maps of ``out_indices`` (last one is the class token in cls mode)."""
