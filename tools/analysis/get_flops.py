@@ -22,18 +22,9 @@ import torch
 from torch import nn
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
-    """Multiply-adds of ``scaled_dot_product_attention(q, k, v)``: ``Q K^T`` and ``A V``."""
-    from mmengine.analysis.jit_handles import get_shape
-    q, k, v = (get_shape(inputs[i]) for i in range(3))
-    batch = 1
-    for dim in q[:-2]:
-        batch *= dim
-    nq, dqk = q[-2], q[-1]
-    nk, dv = k[-2], v[-1]
-    return batch * nq * nk * (dqk + dv)
+if REPO not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, REPO)
+from pvt_mm.flops import SDPA_OP, sdpa_flop_jit  # noqa: E402  (one SDPA counting rule)
 
 
 def baddbmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
@@ -46,7 +37,7 @@ def baddbmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
 
 # Ops mmengine 0.10 leaves uncounted that are matmuls of attention.
 ATTENTION_HANDLES = {
-    'aten::scaled_dot_product_attention': sdpa_flop_jit,
+    SDPA_OP: sdpa_flop_jit,
     'aten::baddbmm': baddbmm_flop_jit,
 }
 
@@ -55,9 +46,6 @@ def build_from_config(config: str, cfg_options: Optional[dict] = None) -> Tuple[
     """Build a config's model through its own registry (after ``init_default_scope``)."""
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
-
-    if REPO not in sys.path:  # pvt_mm's configs import it via custom_imports
-        sys.path.insert(0, REPO)
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
