@@ -73,6 +73,15 @@ def init_distributed(cfg, launcher: str) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def shutdown_distributed() -> None:
+    """Tear the process group down before the interpreter exits: left to interpreter exit,
+    gloo's threads can abort the process (``terminate called without an active
+    exception``) after a run that succeeded, turning it into a failed job."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _dataset_cfgs(dataset: dict):
     """Yield the leaf dataset configs of a (possibly wrapped) dataset config."""
     if not isinstance(dataset, dict):

@@ -23,7 +23,7 @@ from mmengine.runner import Runner
 
 from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint
 from pvt_mm.runtime import (allow_mmengine_checkpoints, check_datasets, init_distributed,
-                            load_config)
+                            load_config, shutdown_distributed)
 
 
 def parse_args() -> argparse.Namespace:
@@ -94,6 +94,7 @@ def main() -> None:
             json.dump({k: float(v) if isinstance(v, numbers.Real) else str(v)
                        for k, v in metrics.items()}, f, indent=2)
         os.replace(out + '.tmp', out)
+    shutdown_distributed()
 
 
 if __name__ == '__main__':

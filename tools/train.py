@@ -23,7 +23,7 @@ from mmengine.runner import Runner
 from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint
 from pvt_mm.engine import find_resumable_checkpoint, use_atomic_checkpoints
 from pvt_mm.runtime import (allow_mmengine_checkpoints, check_datasets, init_distributed,
-                            load_config)
+                            load_config, shutdown_distributed)
 
 # Added to every run: RNG states travel with checkpoints (exact resume) and a non-finite
 # loss stops training before it can be checkpointed.
@@ -102,6 +102,7 @@ def main() -> None:
     init_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    shutdown_distributed()
 
 
 if __name__ == '__main__':
