@@ -55,6 +55,79 @@ def test_same_outputs_as_mmdet_pvt_with_official_weights(official_and_ours, size
             torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
+def _grads_in_mmdet_layout(bench, model):
+    """pvt_mm's parameter gradients renamed/reshaped exactly as its weights go to mmdet."""
+    from types import SimpleNamespace
+
+    from mmdet.models.backbones.pvt import pvt_convert
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    return pvt_convert(bench.official_state_dict(SimpleNamespace(state_dict=lambda: grads)))
+
+
+@pytest.mark.parametrize('threads', [1, 2, 5])
+def test_training_gradients_equal_mmdet_pvt(threads):
+    """The training fast path (query groups sized by the thread count) keeps every
+    gradient equal to the reference implementation's, whatever the thread count."""
+    bench = _tool('benchmark_backbone')
+    torch.manual_seed(0)
+    models = bench.build_models('tiny', 'cpu')
+    ours, ref = models['pvt_mm'], models['mmdet_pvt']
+    for module in (*ours.modules(), *ref.modules()):  # stochastic depth would differ
+        if hasattr(module, 'drop_prob'):
+            module.drop_prob = 0.0
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.randn(2, 3, 96, 160)  # stage 1: 960 tokens, splits into query groups
+        for model in (ours, ref):
+            model.train()
+            sum(o.mean() for o in model(x)).backward()
+    finally:
+        torch.set_num_threads(before)
+    expected = dict(ref.named_parameters())
+    converted = _grads_in_mmdet_layout(bench, ours)
+    assert converted.keys() == expected.keys()
+    for name, grad in converted.items():
+        torch.testing.assert_close(grad, expected[name].grad, atol=1e-5, rtol=1e-3, msg=name)
+
+
+@pytest.mark.parametrize('threads, heads, queries, groups', [
+    (2, 1, 66600, 4), (2, 2, 16650, 2), (2, 5, 4150, 2), (2, 8, 1025, 1),
+    (16, 1, 66600, 8),  # as far as 66600 splits evenly
+    (16, 5, 4096, 16), (1, 1, 4096, 2), (2, 1, 1025, 1)])
+def test_query_groups_balance_threads(threads, heads, queries, groups):
+    from pvt_mm.models.layers import SpatialReductionAttention
+    assert SpatialReductionAttention._query_groups(heads, queries, threads) == groups
+
+
+@pytest.mark.parametrize('dtype', [None, torch.bfloat16])
+def test_chunked_ffn_equals_one_piece(dtype):
+    """Inference runs the FFN in token chunks (bounded hidden memory): same result."""
+    from pvt_mm.models.layers import FFN
+    torch.manual_seed(0)
+    chunked = FFN(32, 256, chunk_tokens=100).eval()
+    whole = FFN(32, 256, chunk_tokens=None).eval()
+    whole.load_state_dict(chunked.state_dict())
+    x = torch.randn(3, 337, 32)  # 1011 tokens: 10 full chunks and a ragged one
+    with torch.no_grad(), torch.autocast('cpu', dtype=dtype or torch.bfloat16,
+                                         enabled=dtype is not None):
+        a, b = chunked(x), whole(x)
+    assert a.dtype == b.dtype and a.shape == b.shape
+    torch.testing.assert_close(a, b)  # GEMM blocking may differ by rounding only
+
+
+def test_chunked_ffn_is_skipped_when_autograd_needs_the_activations():
+    from pvt_mm.models.layers import FFN
+    ffn = FFN(8, 16, chunk_tokens=4)
+    calls = []
+    ffn.fc1.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    ffn(torch.randn(20, 8)).sum().backward()
+    assert calls == [20]
+    with torch.no_grad():
+        ffn(torch.randn(20, 8))
+    assert calls == [20, 4, 4, 4, 4, 4]
+
+
 def test_benchmark_official_layout_round_trips():
     """The tool's pvt_mm -> official mapping is the exact inverse of pvt_mm's loader."""
     bench = _tool('benchmark_backbone')

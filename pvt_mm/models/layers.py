@@ -4,13 +4,19 @@ Tokens travel between blocks as ``(B, N, C)`` tensors together with the spatial 
 ``(H, W)`` of the grid they came from; ``N = num_prefix_tokens + H * W`` where the prefix
 holds the class token when there is one.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 HW = Tuple[int, int]
+
+
+@torch.compiler.assume_constant_result
+def _cpu_threads() -> int:
+    """``torch.get_num_threads()``, a constant to torch.compile (no graph break)."""
+    return torch.get_num_threads()
 
 
 class PatchEmbed(nn.Module):
@@ -66,8 +72,6 @@ class SpatialReductionAttention(nn.Module):
             raise ValueError(f'embed_dims ({embed_dims}) must be divisible by num_heads ({num_heads})')
         self.num_heads = num_heads
         self.sr_ratio = sr_ratio
-        # Training splits queries until batch x heads x groups reaches this (see forward).
-        self.min_parallel_heads = 4
         self.attn_drop = attn_drop
         # Names q / kv / sr / norm / proj follow the official release so weights map 1:1.
         self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
@@ -89,23 +93,35 @@ class SpatialReductionAttention(nn.Module):
         reduced = self.norm(self.sr(grid).flatten(2).transpose(1, 2))
         return torch.cat((prefix, reduced), dim=1) if num_prefix_tokens else reduced
 
-    def _query_groups(self, batch: int, num_queries: int) -> int:
-        """How many groups to split each head's queries into for training (see forward)."""
+    @staticmethod
+    def _query_groups(parallel_heads: int, num_queries: int, threads: int) -> int:
+        """How many groups to split each head's queries into for a CPU training step.
+
+        Doubles the groups until the ``parallel_heads * groups`` work items keep every
+        thread busy: at least two per thread, and spread evenly (the busiest thread at
+        most 10 % above the mean), as far as ``num_queries`` splits evenly.
+        """
         groups = 1
-        while (batch * self.num_heads * groups < self.min_parallel_heads
-               and num_queries % (2 * groups) == 0):
+        while groups < 64 and num_queries % (2 * groups) == 0:
+            items = parallel_heads * groups
+            busiest = -(-items // threads) * threads  # items rounded up to a multiple
+            if items >= 2 * threads and busiest <= 1.1 * items:
+                break
             groups *= 2
         return groups
 
     def forward(self, x: Tensor, hw: HW, num_prefix_tokens: int = 0) -> Tensor:
         b, n, c = x.shape
         heads, head_dims = self.num_heads, c // self.num_heads
-        # Flash-attention backward parallelises over batch x heads only, so with one or two
-        # heads (stages 1-2) it runs on one or two threads (measured 10x slower on CPU).
-        # Queries are independent: splitting them into groups folded into the batch, which
-        # share k/v, is the same attention with more parallel work; autograd sums the
-        # groups' k/v gradients. The forward parallelises well already: training only.
-        groups = self._query_groups(b, n) if x.requires_grad else 1
+        # CPU flash-attention backward parallelises over batch x heads only, so with one or
+        # two heads (stages 1-2) it runs on one or two threads (measured 10x slower), and 5
+        # heads on 2 threads leave one idle a third of the time. Queries are independent:
+        # splitting them into groups folded into the batch, which share k/v, is the same
+        # attention with more parallel work; autograd sums the groups' k/v gradients. The
+        # forward and the CUDA kernels parallelise well already: CPU training only.
+        groups = 1
+        if x.requires_grad and x.device.type == 'cpu':
+            groups = self._query_groups(b * heads, n, _cpu_threads())
         q = self.q(x).reshape(b * groups, n // groups, heads, head_dims).transpose(1, 2)
         kv = self.kv(self._reduce(x, hw, num_prefix_tokens)).reshape(b, 1, -1, 2, heads, head_dims)
         kv = kv.expand(-1, groups, -1, -1, -1, -1).reshape(b * groups, -1, 2, heads, head_dims)
@@ -147,21 +163,52 @@ class DropPathResidual(nn.Module):
 class FFN(nn.Module):
     """Two-layer MLP with GELU, the Transformer feed-forward block.
 
+    Without autograd (inference, ``torch.no_grad``) the tokens go through in chunks of
+    ``chunk_tokens``: the hidden activations are the largest tensors of the whole
+    backbone (stage 1 at 800x1333: 66600 tokens x 512 channels, 130 MiB, twice over
+    with GELU's output), and chunking bounds them without changing the result, since
+    every token is independent. With autograd the full hidden tensor must be kept for
+    the backward anyway, so training runs in one piece.
+
     Args:
         embed_dims: Token channels.
         hidden_dims: Hidden channels (``mlp_ratio * embed_dims``).
         drop: Dropout after the activation and after the second layer.
+        chunk_tokens: Tokens per chunk without autograd; ``None`` disables chunking.
     """
 
-    def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0.0) -> None:
+    def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0.0,
+                 chunk_tokens: Optional[int] = 4096) -> None:
         super().__init__()
+        if chunk_tokens is not None and chunk_tokens < 1:
+            raise ValueError(f'chunk_tokens must be a positive int or None, got {chunk_tokens}')
+        self.chunk_tokens = chunk_tokens
         self.fc1 = nn.Linear(embed_dims, hidden_dims)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _mlp(self, x: Tensor) -> Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or self.fc1.weight.requires_grad or self.fc2.weight.requires_grad)
+        rows = x.reshape(-1, x.shape[-1])
+        if needs_grad or self.chunk_tokens is None or rows.shape[0] <= self.chunk_tokens:
+            return self._mlp(x)
+        chunks = rows.split(self.chunk_tokens)
+        first = self._mlp(chunks[0])  # its dtype is autocast's choice: allocate after it
+        out = first.new_empty(rows.shape[0], first.shape[-1])
+        out[:first.shape[0]] = first
+        start = first.shape[0]
+        for chunk in chunks[1:]:
+            out[start:start + chunk.shape[0]] = self._mlp(chunk)
+            start += chunk.shape[0]
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    def extra_repr(self) -> str:
+        return f'chunk_tokens={self.chunk_tokens}'
 
 
 class EncoderLayer(nn.Module):

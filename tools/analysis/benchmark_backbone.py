@@ -6,7 +6,8 @@ load) and the outputs are compared first; a mismatch aborts the run. Then every
 (size, batch, mode, dtype) case is timed round-robin over the models (one call of each per
 repeat, order rotated every repeat), so machine noise hits all models alike, and medians
 and ratios are reported. Peak memory is measured in a fresh child process per model and case
-(CPU: growth of the peak resident set over a warmed-up baseline; GPU:
+(CPU: growth of the peak resident set over a warmed-up baseline, with glibc told to map
+and unmap every tensor-sized block so that the peak follows live memory; GPU:
 ``torch.cuda.max_memory_allocated``).
 
 Modes: ``infer`` is a forward under ``torch.inference_mode``; ``train`` is one training
@@ -227,7 +228,15 @@ def memory_child(spec: dict) -> dict:
 
 def measure_memory(spec: dict) -> Optional[dict]:
     cmd = [sys.executable, os.path.abspath(__file__), '--memory-child', json.dumps(spec)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if spec['device'] == 'cpu':
+        # glibc otherwise serves tensors under its adaptive mmap threshold (up to 32 MiB)
+        # from the heap and keeps freed blocks, so the peak RSS would depend on what the
+        # warm-up call left behind. A fixed 64 KiB threshold maps every tensor-sized block
+        # and returns it on free: the high-water mark then follows live memory (measured
+        # stable to 1 MiB over repeats, where the default allocator varied by 80 MiB).
+        env.update(MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='0')
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{')]
     if proc.returncode or not lines:
         print(f'memory child for {spec["model"]} failed:\n{proc.stderr[-2000:]}', file=sys.stderr)
