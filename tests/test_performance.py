@@ -116,16 +116,46 @@ def test_chunked_ffn_equals_one_piece(dtype):
     torch.testing.assert_close(a, b)  # GEMM blocking may differ by rounding only
 
 
-def test_chunked_ffn_is_skipped_when_autograd_needs_the_activations():
+@pytest.mark.parametrize('dtype', [None, torch.bfloat16])
+def test_fused_training_ffn_matches_autograd(dtype):
+    """Training runs the FFN through a function that recomputes GELU in backward: same
+    output and gradients as plain autograd, in fp32 and under autocast."""
     from pvt_mm.models.layers import FFN
-    ffn = FFN(8, 16, chunk_tokens=4)
+    torch.manual_seed(0)
+    fused = FFN(32, 256).train()
+    plain = FFN(32, 256).train()
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 77, 32)
+    results = []
+    for ffn, run in ((fused, fused.forward), (plain, plain._mlp)):
+        xi = x.clone().requires_grad_()
+        with torch.autocast('cpu', dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            out = run(xi)
+        out.float().square().mean().backward()
+        results.append((out, xi.grad, [p.grad for p in ffn.parameters()]))
+    (out_a, gx_a, gp_a), (out_b, gx_b, gp_b) = results
+    assert out_a.dtype == out_b.dtype and gx_a.dtype == gx_b.dtype == torch.float32
+    tol = {} if dtype is None else dict(atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(out_a, out_b, **tol)
+    torch.testing.assert_close(gx_a, gx_b, **tol)
+    for a, b in zip(gp_a, gp_b, strict=True):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_ffn_paths_chunked_without_autograd_whole_with_it():
+    """No autograd: token chunks. Autograd: one piece, fused unless dropout is active."""
+    from pvt_mm.models.layers import FFN
+    ffn = FFN(8, 16, drop=0.5, chunk_tokens=4)
     calls = []
     ffn.fc1.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
-    ffn(torch.randn(20, 8)).sum().backward()
-    assert calls == [20]
     with torch.no_grad():
         ffn(torch.randn(20, 8))
-    assert calls == [20, 4, 4, 4, 4, 4]
+    assert calls == [4, 4, 4, 4, 4]
+    ffn.train()(torch.randn(20, 8)).sum().backward()  # dropout: plain modules, one piece
+    assert calls[5:] == [20]
+    ffn.eval()(torch.randn(20, 8)).sum().backward()  # fused function: fc1 not called
+    assert calls[6:] == [] and ffn.fc1.weight.grad is not None
 
 
 def test_benchmark_official_layout_round_trips():
