@@ -2,7 +2,7 @@
 # The main job: set up the stack (same setup as the tests), generate the embedded COCO-format
 # shapes set, train RetinaNet + PVT-Tiny on it from scratch, evaluate on held-out images
 # and draw predictions. About 8 minutes on 2 CPU cores once the stack is installed
-# (8m16s measured on the 2-core development machine, 2026-11-21).
+# (8m30s measured on the 2-core development machine, 2026-11-21).
 #   bash tools/quickstart.sh            # WORK_DIR=work_dirs/quickstart by default
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
