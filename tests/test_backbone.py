@@ -123,10 +123,23 @@ def test_bad_input_is_a_clear_value_error(bad, match):
     (dict(out_indices=()), 'out_indices'),
     (dict(frozen_stages=5), 'frozen_stages=5'),
     (dict(frozen_stages=-2), 'frozen_stages=-2'),
+    (dict(ffn_chunk_tokens=0), 'chunk_tokens must be a positive int or None'),
 ])
 def test_bad_input_constructor_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PVT(arch='tiny', **kwargs)
+
+
+def test_ffn_chunking_is_a_user_knob_that_keeps_outputs():
+    torch.manual_seed(0)
+    whole = PVT(arch='tiny', ffn_chunk_tokens=None).eval()
+    chunked = PVT(arch='tiny', ffn_chunk_tokens=1000).eval()
+    chunked.load_state_dict(whole.state_dict())
+    assert {layer.mlp.chunk_tokens for stage in chunked.stages for layer in stage.layers} == {1000}
+    x = torch.randn(1, 3, 160, 224)  # stage 1: 2240 tokens, three chunks
+    with torch.no_grad():
+        for a, b in zip(chunked(x), whole(x), strict=True):
+            torch.testing.assert_close(a, b)
 
 
 def test_drop_path_rates_follow_the_linear_rule():

@@ -277,18 +277,21 @@ class EncoderLayer(nn.Module):
         attn_drop: Dropout on the attention weights.
         drop_path: Stochastic-depth rate of both residual branches.
         norm_eps: LayerNorm epsilon.
+        ffn_chunk_tokens: Tokens per FFN chunk without autograd (see :class:`FFN`).
     """
 
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float, sr_ratio: int,
                  qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0,
-                 drop_path: float = 0.0, norm_eps: float = 1e-6) -> None:
+                 drop_path: float = 0.0, norm_eps: float = 1e-6,
+                 ffn_chunk_tokens: Optional[int] = 4096) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.attn = SpatialReductionAttention(
             embed_dims, num_heads, sr_ratio, qkv_bias=qkv_bias, attn_drop=attn_drop,
             proj_drop=drop, norm_eps=norm_eps)
         self.norm2 = nn.LayerNorm(embed_dims, eps=norm_eps)
-        self.mlp = FFN(embed_dims, int(embed_dims * mlp_ratio), drop=drop)
+        self.mlp = FFN(embed_dims, int(embed_dims * mlp_ratio), drop=drop,
+                       chunk_tokens=ffn_chunk_tokens)
         self.drop_path = DropPathResidual(drop_path)
 
     def forward(self, x: Tensor, hw: HW, num_prefix_tokens: int = 0) -> Tensor:
