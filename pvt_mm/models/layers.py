@@ -219,8 +219,10 @@ class FFN(nn.Module):
     def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0.0,
                  chunk_tokens: Optional[int] = 4096) -> None:
         super().__init__()
-        if chunk_tokens is not None and chunk_tokens < 1:
-            raise ValueError(f'chunk_tokens must be a positive int or None, got {chunk_tokens}')
+        if chunk_tokens is not None and (isinstance(chunk_tokens, bool)
+                                         or not isinstance(chunk_tokens, int) or chunk_tokens < 1):
+            raise ValueError(f'chunk_tokens must be a positive int or None, got {chunk_tokens!r} '
+                             "(PVT's ffn_chunk_tokens); None runs the FFN in one piece.")
         self.chunk_tokens = chunk_tokens
         self.fc1 = nn.Linear(embed_dims, hidden_dims)
         self.act = nn.GELU()
@@ -243,11 +245,11 @@ class FFN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         needs_grad = torch.is_grad_enabled() and (
             x.requires_grad or self.fc1.weight.requires_grad or self.fc2.weight.requires_grad)
-        rows = x.reshape(-1, x.shape[-1])
         if needs_grad:
             if self.training and self.drop.p > 0:
                 return self._mlp(x)  # the dropout mask would need keeping too
             return self._fused(x)
+        rows = x.reshape(-1, x.shape[-1])
         if self.chunk_tokens is None or rows.shape[0] <= self.chunk_tokens:
             return self._mlp(x)
         chunks = rows.split(self.chunk_tokens)
