@@ -91,15 +91,6 @@ def test_training_gradients_equal_mmdet_pvt(threads):
         torch.testing.assert_close(grad, expected[name].grad, atol=1e-5, rtol=1e-3, msg=name)
 
 
-@pytest.mark.parametrize('threads, heads, queries, groups', [
-    (2, 1, 66600, 4), (2, 2, 16650, 2), (2, 5, 4150, 2), (2, 8, 1025, 1),
-    (16, 1, 66600, 8),  # as far as 66600 splits evenly
-    (16, 5, 4096, 16), (1, 1, 4096, 2), (2, 1, 1025, 1)])
-def test_query_groups_balance_threads(threads, heads, queries, groups):
-    from pvt_mm.models.layers import SpatialReductionAttention
-    assert SpatialReductionAttention._query_groups(heads, queries, threads) == groups
-
-
 @pytest.mark.parametrize('dtype', [None, torch.bfloat16])
 def test_chunked_ffn_equals_one_piece(dtype):
     """Inference runs the FFN in token chunks (bounded hidden memory): same result."""

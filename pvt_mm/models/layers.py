@@ -3,20 +3,19 @@
 Tokens travel between blocks as ``(B, N, C)`` tensors together with the spatial size
 ``(H, W)`` of the grid they came from; ``N = num_prefix_tokens + H * W`` where the prefix
 holds the class token when there is one.
+
+How the attention and the FFN run on a device (query groups, token chunks) is decided in
+:mod:`pvt_mm.models.ops`; the layers here hold the maths.
 """
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import ops
+
 HW = Tuple[int, int]
-
-
-@torch.compiler.assume_constant_result
-def _cpu_threads() -> int:
-    """``torch.get_num_threads()``, a constant to torch.compile (no graph break)."""
-    return torch.get_num_threads()
 
 
 class PatchEmbed(nn.Module):
@@ -93,44 +92,17 @@ class SpatialReductionAttention(nn.Module):
         reduced = self.norm(self.sr(grid).flatten(2).transpose(1, 2))
         return torch.cat((prefix, reduced), dim=1) if num_prefix_tokens else reduced
 
-    @staticmethod
-    def _query_groups(parallel_heads: int, num_queries: int, threads: int) -> int:
-        """How many groups to split each head's queries into for a CPU training step.
-
-        Doubles the groups until the ``parallel_heads * groups`` work items keep every
-        thread busy: at least two per thread, and spread evenly (the busiest thread at
-        most 10 % above the mean), as far as ``num_queries`` splits evenly.
-        """
-        groups = 1
-        while groups < 64 and num_queries % (2 * groups) == 0:
-            items = parallel_heads * groups
-            busiest = -(-items // threads) * threads  # items rounded up to a multiple
-            if items >= 2 * threads and busiest <= 1.1 * items:
-                break
-            groups *= 2
-        return groups
-
     def forward(self, x: Tensor, hw: HW, num_prefix_tokens: int = 0) -> Tensor:
         b, n, c = x.shape
         heads, head_dims = self.num_heads, c // self.num_heads
-        # CPU flash-attention backward parallelises over batch x heads only, so with one or
-        # two heads (stages 1-2) it runs on one or two threads (measured 10x slower), and 5
-        # heads on 2 threads leave one idle a third of the time. Queries are independent:
-        # splitting them into groups folded into the batch, which share k/v, is the same
-        # attention with more parallel work; autograd sums the groups' k/v gradients. The
-        # forward and the CUDA kernels parallelise well already: CPU training only.
-        groups = 1
-        if x.requires_grad and x.device.type == 'cpu':
-            groups = self._query_groups(b * heads, n, _cpu_threads())
-        q = self.q(x).reshape(b * groups, n // groups, heads, head_dims).transpose(1, 2)
-        kv = self.kv(self._reduce(x, hw, num_prefix_tokens)).reshape(b, 1, -1, 2, heads, head_dims)
-        kv = kv.expand(-1, groups, -1, -1, -1, -1).reshape(b * groups, -1, 2, heads, head_dims)
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        # (b * groups, heads, n / groups, d) -> (b, n, c); a view when SDPA's output is
-        # laid out (batch, tokens, heads, d), as the CPU and CUDA kernels return it.
-        x = x.transpose(1, 2).reshape(b, n, c)
+        q = self.q(x).reshape(b, n, heads, head_dims)
+        k, v = self.kv(self._reduce(x, hw, num_prefix_tokens)).reshape(
+            b, -1, 2, heads, head_dims).unbind(2)
+        groups = ops.attention_query_groups(
+            x.device, q.dtype, b, heads, n, k.shape[1],
+            needs_grad=torch.is_grad_enabled() and q.requires_grad)
+        x = ops.grouped_attention(q, k, v, groups,
+                                  dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(x))
 
 
@@ -160,70 +132,28 @@ class DropPathResidual(nn.Module):
         return f'drop_prob={self.drop_prob}'
 
 
-class _LinearGeluLinear(torch.autograd.Function):
-    """``fc2(gelu(fc1(x)))`` that keeps only ``x`` and the pre-activation for backward.
-
-    Autograd would also keep GELU's output (the input of ``fc2``), a second copy of the
-    largest activation of the block; this recomputes it from the pre-activation in
-    backward instead (one elementwise op). All tensors share one dtype (the caller casts
-    for autocast), so the backward is plain matmuls in that dtype, like autocast's own.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
-        hidden = F.linear(x, w1, b1)
-        ctx.save_for_backward(x, hidden, w1, w2)
-        return F.linear(F.gelu(hidden), w2, b2)
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        x, hidden, w1, w2 = ctx.saved_tensors
-        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad
-        grad_out = grad_out.reshape(-1, grad_out.shape[-1])
-        hidden = hidden.reshape(-1, hidden.shape[-1])
-        grad_w2 = grad_b2 = grad_x = grad_w1 = grad_b1 = None
-        if need_w2:
-            grad_w2 = grad_out.t() @ F.gelu(hidden)  # the recomputed activation dies here
-        if need_b2:
-            grad_b2 = grad_out.sum(0)
-        if need_x or need_w1 or need_b1:
-            grad_hidden = torch.ops.aten.gelu_backward(grad_out @ w2, hidden)
-            if need_w1:
-                grad_w1 = grad_hidden.t() @ x.reshape(-1, x.shape[-1])
-            if need_b1:
-                grad_b1 = grad_hidden.sum(0)
-            if need_x:
-                grad_x = (grad_hidden @ w1).reshape(x.shape)
-        return grad_x, grad_w1, grad_b1, grad_w2, grad_b2
-
-
 class FFN(nn.Module):
     """Two-layer MLP with GELU, the Transformer feed-forward block.
 
-    Without autograd (inference, ``torch.no_grad``) the tokens go through in chunks of
-    ``chunk_tokens``: the hidden activations are the largest tensors of the whole
-    backbone (stage 1 at 800x1333: 66600 tokens x 512 channels, 130 MiB, twice over
-    with GELU's output), and chunking bounds them without changing the result, since
-    every token is independent. With autograd the full hidden tensor must be kept for
-    the backward anyway, so training runs in one piece, through a fused function that
-    keeps the pre-activation only and recomputes GELU in backward (stage 1 at 800x1333:
-    130 MiB less per layer), unless dropout is active.
+    Training runs through a fused function that keeps only the input and the
+    pre-activation and recomputes GELU in backward (stage 1 at 800x1333: 130 MiB less per
+    layer), unless dropout is active. Without autograd the tokens may go through in chunks
+    (the hidden activations are the largest tensors of the backbone; every token is
+    independent, so the result is the same); :func:`pvt_mm.models.ops.ffn_chunk_tokens`
+    decides per device.
 
     Args:
         embed_dims: Token channels.
         hidden_dims: Hidden channels (``mlp_ratio * embed_dims``).
         drop: Dropout after the activation and after the second layer.
-        chunk_tokens: Tokens per chunk without autograd; ``None`` disables chunking.
+        chunk_tokens: ``'auto'`` (chunks of 4096 tokens on CPU inference, one piece on a
+            GPU), tokens per chunk on every device (low memory), or ``None`` (one piece).
     """
 
     def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0.0,
-                 chunk_tokens: Optional[int] = 4096) -> None:
+                 chunk_tokens: ops.FFNChunkSetting = 'auto') -> None:
         super().__init__()
-        if chunk_tokens is not None and (isinstance(chunk_tokens, bool)
-                                         or not isinstance(chunk_tokens, int) or chunk_tokens < 1):
-            raise ValueError(f'chunk_tokens must be a positive int or None, got {chunk_tokens!r} '
-                             "(PVT's ffn_chunk_tokens); None runs the FFN in one piece.")
-        self.chunk_tokens = chunk_tokens
+        self.chunk_tokens = ops.check_ffn_chunk_setting(chunk_tokens)
         self.fc1 = nn.Linear(embed_dims, hidden_dims)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
@@ -232,38 +162,20 @@ class FFN(nn.Module):
     def _mlp(self, x: Tensor) -> Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
-    def _fused(self, x: Tensor) -> Tensor:
-        params = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
-        if torch.is_autocast_enabled(x.device.type):
-            # Cast as autocast would for linear; the casts are on the tape, so gradients
-            # still reach the fp32 parameters and input in their own dtype.
-            dtype = torch.get_autocast_dtype(x.device.type)
-            with torch.autocast(x.device.type, enabled=False):
-                return _LinearGeluLinear.apply(x.to(dtype), *(p.to(dtype) for p in params))
-        return _LinearGeluLinear.apply(x, *params)
-
     def forward(self, x: Tensor) -> Tensor:
         needs_grad = torch.is_grad_enabled() and (
             x.requires_grad or self.fc1.weight.requires_grad or self.fc2.weight.requires_grad)
         if needs_grad:
             if self.training and self.drop.p > 0:
                 return self._mlp(x)  # the dropout mask would need keeping too
-            return self._fused(x)
-        rows = x.reshape(-1, x.shape[-1])
-        if self.chunk_tokens is None or rows.shape[0] <= self.chunk_tokens:
-            return self._mlp(x)
-        chunks = rows.split(self.chunk_tokens)
-        first = self._mlp(chunks[0])  # its dtype is autocast's choice: allocate after it
-        out = first.new_empty(rows.shape[0], first.shape[-1])
-        out[:first.shape[0]] = first
-        start = first.shape[0]
-        for chunk in chunks[1:]:
-            out[start:start + chunk.shape[0]] = self._mlp(chunk)
-            start += chunk.shape[0]
-        return out.reshape(*x.shape[:-1], out.shape[-1])
+            return ops.linear_gelu_linear(x, self.fc1.weight, self.fc1.bias,
+                                          self.fc2.weight, self.fc2.bias)
+        chunk = ops.ffn_chunk_tokens(x.device, x.dtype, x.numel() // x.shape[-1],
+                                     needs_grad=False, setting=self.chunk_tokens)
+        return ops.run_token_chunks(self._mlp, x, chunk)
 
     def extra_repr(self) -> str:
-        return f'chunk_tokens={self.chunk_tokens}'
+        return f'chunk_tokens={self.chunk_tokens!r}'
 
 
 class EncoderLayer(nn.Module):
@@ -285,7 +197,7 @@ class EncoderLayer(nn.Module):
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float, sr_ratio: int,
                  qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0,
                  drop_path: float = 0.0, norm_eps: float = 1e-6,
-                 ffn_chunk_tokens: Optional[int] = 4096) -> None:
+                 ffn_chunk_tokens: ops.FFNChunkSetting = 'auto') -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.attn = SpatialReductionAttention(

@@ -9,6 +9,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 
+from .. import ops
 from ..layers import HW, EncoderLayer, PatchEmbed
 
 # Per-stage fields an arch is made of, in the order of paper Table 1.
@@ -89,7 +90,7 @@ class PVTStage(nn.Module):
         attn_drop_rate: Dropout on attention weights.
         norm_eps: LayerNorm epsilon.
         with_cp: Trade compute for memory with activation checkpointing of each layer.
-        ffn_chunk_tokens: Tokens per FFN chunk without autograd (see :class:`FFN`).
+        ffn_chunk_tokens: FFN chunking without autograd (see :class:`FFN`).
     """
 
     def __init__(self, in_channels: int, embed_dims: int, depth: int, patch_size: int,
@@ -97,7 +98,7 @@ class PVTStage(nn.Module):
                  drop_path_rates: Sequence[float], with_cls_token: bool = False,
                  with_norm: bool = False, qkv_bias: bool = True, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, norm_eps: float = 1e-6, with_cp: bool = False,
-                 ffn_chunk_tokens: Optional[int] = 4096) -> None:
+                 ffn_chunk_tokens: ops.FFNChunkSetting = 'auto') -> None:
         super().__init__()
         self.pos_grid = tuple(pos_grid)
         self.num_prefix_tokens = int(with_cls_token)
@@ -175,9 +176,11 @@ class PVT(BaseModule):
         frozen_stages: Stages to freeze (parameters fixed, eval mode kept through
             ``train()``); -1 freezes nothing, ``k`` freezes stages ``0 .. k-1``.
         with_cp: Activation checkpointing (saves memory, costs a second forward).
-        ffn_chunk_tokens: Without autograd (inference), FFNs run over this many tokens at a
-            time, which bounds the largest activation (PVT-Small at 800x1333: peak 309 ->
-            97 MiB on CPU) at no cost in speed on CPU; ``None`` runs them in one piece.
+        ffn_chunk_tokens: FFN chunking without autograd (inference). ``'auto'`` runs CPU
+            FFNs over 4096 tokens at a time, which bounds the largest activation
+            (PVT-Small at 800x1333: peak 309 -> 97 MiB on CPU) at no cost in speed, and GPU
+            FFNs in one piece (chunks starve GPU matmuls); an int chunks on every device
+            (lowest memory); ``None`` never chunks. See :mod:`pvt_mm.models.ops`.
         init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=PATH)`` loads
             weights, ``None`` initialises from scratch.
     """
@@ -197,7 +200,7 @@ class PVT(BaseModule):
                  with_cls_token: bool = False,
                  frozen_stages: int = -1,
                  with_cp: bool = False,
-                 ffn_chunk_tokens: Optional[int] = 4096,
+                 ffn_chunk_tokens: ops.FFNChunkSetting = 'auto',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch = resolve_arch(arch)
@@ -215,6 +218,9 @@ class PVT(BaseModule):
             raise ValueError(f'frozen_stages={frozen_stages} is out of range; use -1 (train all) '
                              f'up to {self.num_stages} (freeze all).')
         self.frozen_stages = frozen_stages
+        self._finite_input = ops.FiniteInputCheck(
+            'PVT input contains NaN or Inf values; check the image files and the data '
+            'preprocessor (mean/std) before the backbone.')
 
         img_h, img_w = (pretrain_img_size, pretrain_img_size) if isinstance(
             pretrain_img_size, int) else pretrain_img_size
@@ -312,11 +318,9 @@ class PVT(BaseModule):
             raise ValueError(f'Input of {x.shape[2]}x{x.shape[3]} is smaller than one stride-'
                              f'{min_side} cell; PVT needs at least {min_side}x{min_side} pixels. '
                              'Resize or pad the image.')
-        # One reduction over the input (cheap next to the network); skipped while
-        # torch.compile traces, where data-dependent checks would break the graph.
-        if not torch.compiler.is_compiling() and not torch.isfinite(x).all():
-            raise ValueError('PVT input contains NaN or Inf values; check the image files and '
-                             'the data preprocessor (mean/std) before the backbone.')
+        # One reduction over the input (cheap next to the network); on CUDA read back
+        # without a host sync, see ops.FiniteInputCheck.
+        self._finite_input(x)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """Return the maps of ``out_indices`` (last one is the class token in cls mode)."""

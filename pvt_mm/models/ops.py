@@ -1,0 +1,313 @@
+"""How attention and the FFN run on a device: the one place for scheduling choices.
+
+The layers in :mod:`pvt_mm.models.layers` hold the maths only; every decision about *how*
+that maths runs -- how many query groups the attention backward gets, whether the FFN runs
+in token chunks, how the input NaN/Inf check avoids a host sync -- is made here, from the
+device, the dtype and the shapes. The choices are pure functions of those (plus the
+device's thread or SM count, read once), so they are tested on any machine and never
+change a result: every strategy computes the same numbers as the plain formulation.
+
+Strategies:
+
+* **Query groups** (training only). The fused attention backward kernels parallelise over
+  batch x heads (CPU flash attention) or batch x heads x key blocks (CUDA flash and
+  memory-efficient kernels). Spatial-reduction attention has one or two heads and about a
+  thousand keys in stages 1-2, so a training step leaves most threads / SMs idle. Queries
+  are independent: folding groups of them into the batch, all sharing the same keys and
+  values, is the same attention with more parallel work (autograd sums the groups' key and
+  value gradients). The forward kernels parallelise over query blocks already, so
+  inference runs ungrouped.
+* **FFN token chunks** (no autograd only). On CPU the FFN's hidden activations are the
+  largest tensors of the backbone; running the tokens in chunks bounds them at no cost in
+  speed. On a GPU small chunks starve the matmuls, so chunking runs there only when a user
+  asks for it with an explicit chunk size.
+* **Finite-input check.** On CPU the check raises at once. On CUDA reading the result would
+  stall the host every call, so the flag is copied to pinned memory asynchronously and
+  read once the GPU has got there, a few calls later at most.
+"""
+import collections
+import functools
+from typing import Callable, Deque, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: ``ffn_chunk_tokens='auto'``: chunk size used where chunking pays (CPU inference).
+AUTO_FFN_CHUNK_TOKENS = 4096
+#: Most query groups ever used; beyond this the k/v copies outweigh the gain.
+MAX_QUERY_GROUPS = 64
+#: Keys per block of the CUDA attention backward kernels (FlashAttention-2 and the
+#: memory-efficient kernel parallelise their backward over blocks of 64-128 keys).
+CUDA_KEY_BLOCK = 128
+#: Fewest queries per group on CUDA: below this a group no longer fills one query tile.
+CUDA_MIN_GROUP_QUERIES = 128
+
+FFNChunkSetting = Union[None, int, str]
+
+
+# --------------------------------------------------------------------------- device facts
+@torch.compiler.assume_constant_result
+def cpu_threads() -> int:
+    """``torch.get_num_threads()``, a constant to torch.compile (no graph break)."""
+    return torch.get_num_threads()
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+@torch.compiler.assume_constant_result
+def cuda_sm_count(index: int) -> int:
+    """Streaming multiprocessors of CUDA device ``index`` (read once, then cached)."""
+    return _sm_count(index)
+
+
+# --------------------------------------------------------------------------- attention
+def cpu_query_groups(parallel_heads: int, num_queries: int, threads: int) -> int:
+    """Query groups for a CPU training step: keep every thread busy, evenly.
+
+    Doubles the groups until the ``parallel_heads * groups`` work items give at least two
+    per thread and the busiest thread at most 10 % above the mean, as far as
+    ``num_queries`` splits evenly (no padding on CPU, where it would cost a copy).
+    """
+    groups = 1
+    while groups < MAX_QUERY_GROUPS and num_queries % (2 * groups) == 0:
+        items = parallel_heads * groups
+        busiest = -(-items // threads) * threads  # items rounded up to a multiple
+        if items >= 2 * threads and busiest <= 1.1 * items:
+            break
+        groups *= 2
+    return groups
+
+
+def cuda_query_groups(parallel_heads: int, num_queries: int, num_keys: int, sms: int) -> int:
+    """Query groups for a CUDA training step: about two waves of backward blocks.
+
+    The backward launches ``parallel_heads * groups * ceil(num_keys / CUDA_KEY_BLOCK)``
+    blocks; groups double until that fills every SM twice, while each group keeps at least
+    :data:`CUDA_MIN_GROUP_QUERIES` queries. PVT-Small at 800x1333, batch 1: stage 1
+    (1 head, 66600 queries, 1025 keys, 132 SMs) gets 32 groups.
+    """
+    key_blocks = -(-num_keys // CUDA_KEY_BLOCK)
+    groups = 1
+    while (parallel_heads * groups * key_blocks < 2 * sms and groups < MAX_QUERY_GROUPS
+           and num_queries // (2 * groups) >= CUDA_MIN_GROUP_QUERIES):
+        groups *= 2
+    return groups
+
+
+def attention_query_groups(device: torch.device, dtype: torch.dtype, batch: int, heads: int,
+                           num_queries: int, num_keys: int, needs_grad: bool) -> int:
+    """How many groups each head's queries are split into, from device, dtype and shape.
+
+    Args:
+        device: Device of the attention inputs.
+        dtype: Dtype the attention runs in (after autocast). Both devices' backward kernels
+            parallelise the same way in fp32, fp16 and bf16, so it does not change the
+            choice today; it is part of the decision's inputs for kernels where it would.
+        batch: Batch size.
+        heads: Attention heads.
+        num_queries: Query tokens per image.
+        num_keys: Key/value tokens per image (after spatial reduction).
+        needs_grad: Whether a backward will run (the only case that is split).
+
+    Returns:
+        The number of groups; 1 runs the attention as one call.
+    """
+    del dtype  # see Args
+    if not needs_grad:
+        return 1
+    if device.type == 'cpu':
+        return cpu_query_groups(batch * heads, num_queries, cpu_threads())
+    if device.type == 'cuda':
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return cuda_query_groups(batch * heads, num_queries, num_keys, cuda_sm_count(index))
+    return 1
+
+
+def grouped_attention(q: Tensor, k: Tensor, v: Tensor, groups: int,
+                      dropout_p: float = 0.0) -> Tensor:
+    """Scaled dot-product attention with each image's queries split into ``groups``.
+
+    Args:
+        q: Queries ``(B, N, heads, d)``.
+        k: Keys ``(B, M, heads, d)``.
+        v: Values ``(B, M, heads, d)``.
+        groups: Query groups (see :func:`attention_query_groups`); queries are padded to a
+            multiple of it and the padding is cut from the result.
+        dropout_p: Dropout on the attention weights.
+
+    Returns:
+        ``(B, N, heads * d)``, identical to ungrouped attention.
+    """
+    b, n, heads, d = q.shape
+    if groups > 1:
+        pad = -n % groups
+        if pad:
+            q = F.pad(q, (0, 0, 0, 0, 0, pad))
+        q = q.reshape(b * groups, (n + pad) // groups, heads, d)
+        # Every group attends to its image's keys and values: a (small) k/v copy per group.
+        m = k.shape[1]
+        k = k.unsqueeze(1).expand(b, groups, m, heads, d).reshape(b * groups, m, heads, d)
+        v = v.unsqueeze(1).expand(b, groups, m, heads, d).reshape(b * groups, m, heads, d)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout_p)
+    # (B * groups, heads, N', d) -> (B, N', heads * d); a view when the kernel lays its
+    # output out as (batch, tokens, heads, d), as the CPU and CUDA kernels do.
+    out = out.transpose(1, 2).reshape(b, -1, heads * d)
+    return out[:, :n] if out.shape[1] != n else out
+
+
+# --------------------------------------------------------------------------- FFN
+def check_ffn_chunk_setting(setting: FFNChunkSetting) -> FFNChunkSetting:
+    """Validate PVT's ``ffn_chunk_tokens``: ``'auto'``, ``None`` or a positive int."""
+    if setting is None or setting == 'auto':
+        return setting
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+        raise ValueError(f"chunk_tokens must be a positive int or None (or 'auto'), got {setting!r} "
+                         "(PVT's ffn_chunk_tokens); 'auto' chunks where it pays (CPU "
+                         'inference), None runs the FFN in one piece.')
+    return setting
+
+
+def ffn_chunk_tokens(device: torch.device, dtype: torch.dtype, num_tokens: int,
+                     needs_grad: bool, setting: FFNChunkSetting = 'auto') -> Optional[int]:
+    """Tokens per FFN chunk for this call, or ``None`` for one piece.
+
+    Args:
+        device: Device of the tokens.
+        dtype: Dtype of the tokens (does not change the choice today).
+        num_tokens: Tokens in the call (batch x sequence).
+        needs_grad: Whether autograd records the call; the backward needs the whole hidden
+            tensor anyway, so training never chunks.
+        setting: PVT's ``ffn_chunk_tokens``: ``'auto'`` chunks on CPU only (on a GPU small
+            chunks starve the matmuls: measured up to 3.9x slower on an H100), an int
+            chunks on every device (a user asking for low memory), ``None`` never.
+    """
+    del dtype
+    if needs_grad or setting is None:
+        return None
+    if setting == 'auto':
+        setting = AUTO_FFN_CHUNK_TOKENS if device.type == 'cpu' else None
+    return setting if setting is not None and num_tokens > setting else None
+
+
+class _LinearGeluLinear(torch.autograd.Function):
+    """``fc2(gelu(fc1(x)))`` that keeps only ``x`` and the pre-activation for backward.
+
+    Autograd would also keep GELU's output (the input of ``fc2``), a second copy of the
+    largest activation of the block; this recomputes it from the pre-activation in
+    backward instead (one elementwise op). All tensors share one dtype (the caller casts
+    for autocast), so the backward is plain matmuls in that dtype, like autocast's own.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
+        hidden = F.linear(x, w1, b1)
+        ctx.save_for_backward(x, hidden, w1, w2)
+        return F.linear(F.gelu(hidden), w2, b2)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, hidden, w1, w2 = ctx.saved_tensors
+        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad
+        grad_out = grad_out.reshape(-1, grad_out.shape[-1])
+        hidden = hidden.reshape(-1, hidden.shape[-1])
+        grad_w2 = grad_b2 = grad_x = grad_w1 = grad_b1 = None
+        if need_w2:
+            grad_w2 = grad_out.t() @ F.gelu(hidden)  # the recomputed activation dies here
+        if need_b2:
+            grad_b2 = grad_out.sum(0)
+        if need_x or need_w1 or need_b1:
+            grad_hidden = torch.ops.aten.gelu_backward(grad_out @ w2, hidden)
+            if need_w1:
+                grad_w1 = grad_hidden.t() @ x.reshape(-1, x.shape[-1])
+            if need_b1:
+                grad_b1 = grad_hidden.sum(0)
+            if need_x:
+                grad_x = (grad_hidden @ w1).reshape(x.shape)
+        return grad_x, grad_w1, grad_b1, grad_w2, grad_b2
+
+
+def linear_gelu_linear(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
+    """``linear(gelu(linear(x, w1, b1)), w2, b2)`` for training, with the lean backward of
+    :class:`_LinearGeluLinear`, under autocast as well as in full precision."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        # Cast as autocast would for linear; the casts are on the tape, so gradients still
+        # reach the fp32 parameters and input in their own dtype.
+        dtype = torch.get_autocast_dtype(device)
+        with torch.autocast(device, enabled=False):
+            return _LinearGeluLinear.apply(x.to(dtype), w1.to(dtype), b1.to(dtype),
+                                           w2.to(dtype), b2.to(dtype))
+    return _LinearGeluLinear.apply(x, w1, b1, w2, b2)
+
+
+def run_token_chunks(fn: Callable[[Tensor], Tensor], x: Tensor,
+                     chunk_tokens: Optional[int]) -> Tensor:
+    """``fn(x)`` for a token-wise ``fn``, over ``chunk_tokens`` tokens at a time.
+
+    The output is allocated once and filled chunk by chunk, so the peak holds one chunk's
+    intermediates, not the whole tensor's. ``None`` runs ``fn`` once.
+    """
+    rows = x.reshape(-1, x.shape[-1])
+    if chunk_tokens is None or rows.shape[0] <= chunk_tokens:
+        return fn(x)
+    chunks = rows.split(chunk_tokens)
+    first = fn(chunks[0])  # its dtype is autocast's choice: allocate after it
+    out = first.new_empty(rows.shape[0], first.shape[-1])
+    out[:first.shape[0]] = first
+    start = first.shape[0]
+    for chunk in chunks[1:]:
+        out[start:start + chunk.shape[0]] = fn(chunk)
+        start += chunk.shape[0]
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+# --------------------------------------------------------------------------- input check
+class FiniteInputCheck:
+    """Raise on NaN/Inf inputs without a host synchronisation on CUDA.
+
+    CPU inputs are checked at once. On CUDA the check's flag is copied to pinned host
+    memory without blocking and read when its event has completed (polled at the next
+    calls), so a non-finite batch is reported a few calls later at most, never by stalling
+    the GPU pipeline. Skipped while torch.compile traces (a data-dependent branch would
+    break the graph).
+
+    Args:
+        message: The error message (what is wrong and what to check).
+        max_pending: Most CUDA checks kept in flight; older ones are awaited first.
+    """
+
+    def __init__(self, message: str, max_pending: int = 8) -> None:
+        self.message = message
+        self.max_pending = max_pending
+        self._pending: Deque[Tuple['torch.cuda.Event', Tensor]] = collections.deque()
+
+    def __call__(self, x: Tensor) -> None:
+        if torch.compiler.is_compiling():
+            return
+        if x.device.type != 'cuda':
+            if not torch.isfinite(x).all():
+                raise ValueError(self.message)
+            return
+        self.poll()
+        if len(self._pending) >= self.max_pending:
+            self.poll(wait=True)
+        flag = torch.empty((), dtype=torch.bool, pin_memory=True)
+        flag.copy_(torch.isfinite(x).all(), non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending.append((event, flag))
+
+    def poll(self, wait: bool = False) -> None:
+        """Read the flags of finished checks (all of them, waiting, if ``wait``)."""
+        while self._pending and (wait or self._pending[0][0].query()):
+            event, flag = self._pending.popleft()
+            event.synchronize()
+            if not bool(flag):
+                self._pending.clear()
+                raise ValueError(self.message + ' (detected asynchronously on the GPU: the '
+                                 'offending batch is this one or one of the few before it)')

@@ -1,0 +1,238 @@
+"""pvt_mm.models.ops: every device strategy equals the plain computation, and the choice of
+strategy is a function of (device, dtype, shape). Tests marked ``cuda`` run the same checks
+on a GPU (skipped, with the reason, where there is none)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pvt_mm import PVT
+from pvt_mm.models import ops
+from pvt_mm.models.layers import FFN, SpatialReductionAttention
+
+CPU, CUDA = torch.device('cpu'), torch.device('cuda')
+
+
+def _plain_attention(q, k, v):
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return out.transpose(1, 2).flatten(2)
+
+
+def _attention_case(groups, device, dtype):
+    torch.manual_seed(0)
+    b, n, m, heads, d = 2, 203, 37, 2, 16  # 203 queries: most group counts need padding
+    q, k, v = (torch.randn(b, s, heads, d, device=device, dtype=dtype, requires_grad=True)
+               for s in (n, m, m))
+    results = []
+    for fn in (lambda: ops.grouped_attention(q, k, v, groups), lambda: _plain_attention(q, k, v)):
+        out = fn()
+        grads = torch.autograd.grad(out.float().square().sum(), (q, k, v))
+        results.append((out, *grads))
+    tol = dict(atol=1e-5, rtol=1e-4) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)
+    for a, b_ in zip(*results):
+        assert a.shape == b_.shape and a.dtype == b_.dtype
+        torch.testing.assert_close(a, b_, **tol)
+
+
+@pytest.mark.parametrize('groups', [1, 2, 4, 7, 32])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_grouped_attention_equals_plain_attention(groups, dtype):
+    """Outputs and q/k/v gradients, also when the queries must be padded to the groups."""
+    _attention_case(groups, CPU, dtype)
+
+
+@pytest.mark.parametrize('groups', [1, 3, 16])
+def test_attention_layer_same_for_any_group_count(monkeypatch, groups):
+    """The layer's forward and every parameter gradient do not depend on the chosen plan."""
+    torch.manual_seed(0)
+    layer = SpatialReductionAttention(32, 2, sr_ratio=2)
+    x = torch.randn(2, 1 + 10 * 14, 32, requires_grad=True)  # a class token + a 10x14 grid
+    results = []
+    for choice in (1, groups):
+        monkeypatch.setattr(ops, 'attention_query_groups', lambda *a, g=choice, **k: g)
+        layer.zero_grad()
+        x.grad = None
+        out = layer(x, (10, 14), num_prefix_tokens=1)
+        out.square().mean().backward()
+        results.append((out, x.grad, [p.grad.clone() for p in layer.parameters()]))
+    (out_a, gx_a, gp_a), (out_b, gx_b, gp_b) = results
+    torch.testing.assert_close(out_a, out_b)
+    torch.testing.assert_close(gx_a, gx_b)
+    for a, b in zip(gp_a, gp_b, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------- choices
+@pytest.mark.parametrize('threads, heads, queries, groups', [
+    (2, 1, 66600, 4), (2, 2, 16650, 2), (2, 5, 4150, 2), (2, 8, 1025, 1),
+    (16, 1, 66600, 8),  # as far as 66600 splits evenly: no padding copies on CPU
+    (16, 5, 4096, 16), (1, 1, 4096, 2), (2, 1, 1025, 1)])
+def test_cpu_query_groups_balance_threads(threads, heads, queries, groups):
+    assert ops.cpu_query_groups(heads, queries, threads) == groups
+
+
+@pytest.mark.parametrize('heads, queries, keys, sms, groups', [
+    (1, 66600, 1025, 132, 32),   # PVT-Small 800x1333 batch 1, stage 1: 9 key blocks
+    (2, 16650, 1025, 132, 16),   # stage 2
+    (5, 4150, 1025, 132, 8),     # stage 3
+    (8, 1025, 1025, 132, 4),     # stage 4 (no reduction)
+    (8 * 1, 66600, 1025, 132, 4),  # batch 8, stage 1: the batch already fills the GPU
+    (16 * 2, 4096, 256, 132, 8),  # 512x512 batch 16, stage 2: 2 key blocks
+    (1, 66600, 1025, 66, 16),    # half the SMs: half the groups
+    (1, 200, 1025, 132, 1),      # too few queries to split (>= 128 per group)
+    (1, 10**6, 64, 132, 64)])    # capped
+def test_cuda_query_groups_fill_the_sms(heads, queries, keys, sms, groups):
+    assert ops.cuda_query_groups(heads, queries, keys, sms) == groups
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
+def test_attention_plan_depends_on_device_and_shape(monkeypatch, dtype):
+    monkeypatch.setattr(ops, 'cpu_threads', lambda: 2)
+    monkeypatch.setattr(ops, 'cuda_sm_count', lambda index: 132)
+    plan = ops.attention_query_groups
+    # Inference is never split: the forward kernels parallelise over query blocks.
+    assert plan(CPU, dtype, 1, 1, 66600, 1025, needs_grad=False) == 1
+    assert plan(CUDA, dtype, 1, 1, 66600, 1025, needs_grad=False) == 1
+    # Training: threads on CPU, SMs on CUDA.
+    assert plan(CPU, dtype, 1, 1, 66600, 1025, needs_grad=True) == 4
+    assert plan(torch.device('cuda', 0), dtype, 1, 1, 66600, 1025, needs_grad=True) == 32
+    assert plan(torch.device('cuda', 0), dtype, 8, 1, 66600, 1025, needs_grad=True) == 4
+    assert plan(torch.device('meta'), dtype, 1, 1, 66600, 1025, needs_grad=True) == 1
+
+
+@pytest.mark.parametrize('device, tokens, needs_grad, setting, chunk', [
+    (CPU, 66600, False, 'auto', ops.AUTO_FFN_CHUNK_TOKENS),  # CPU inference: chunks pay
+    (CPU, 4096, False, 'auto', None),                        # fits in one chunk
+    (CPU, 66600, True, 'auto', None),                        # training: never
+    (CPU, 66600, False, None, None),                         # user: one piece
+    (CPU, 66600, False, 1000, 1000),                         # user: this size
+    (CUDA, 66600, False, 'auto', None),                      # GPU: chunks starve matmuls
+    (CUDA, 66600, False, 1000, 1000),                        # GPU, user asks for low memory
+    (CUDA, 66600, True, 1000, None)])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_ffn_chunk_plan(device, tokens, needs_grad, setting, chunk, dtype):
+    assert ops.ffn_chunk_tokens(device, dtype, tokens, needs_grad, setting) == chunk
+
+
+@pytest.mark.parametrize('bad', [0, -3, 2.5, True, 'fast'])
+def test_bad_ffn_chunk_setting_names_the_argument(bad):
+    with pytest.raises(ValueError, match="ffn_chunk_tokens.*'auto'"):
+        FFN(8, 16, chunk_tokens=bad)
+
+
+def test_token_chunks_equal_one_piece():
+    torch.manual_seed(0)
+    ffn = FFN(16, 64, chunk_tokens=None).eval()
+    x = torch.randn(3, 101, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(ops.run_token_chunks(ffn._mlp, x, 50), ffn._mlp(x))
+
+
+def test_cpu_input_check_raises_at_once():
+    model = PVT(arch=dict(depths=(1, 1, 1, 1))).eval()
+    x = torch.randn(1, 3, 64, 64)
+    x[0, 0, 3, 3] = float('nan')
+    with pytest.raises(ValueError, match='NaN or Inf'):
+        model(x)
+
+
+# ----------------------------------------------------------------------- on a GPU
+cuda = pytest.mark.cuda
+
+
+@cuda
+@pytest.mark.parametrize('groups', [1, 7, 32])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
+def test_cuda_grouped_attention_equals_plain_attention(groups, dtype):
+    _attention_case(groups, CUDA, dtype)
+
+
+@cuda
+def test_cuda_forward_never_synchronises_the_host():
+    """Inference and a training forward of PVT on CUDA, with torch's sync detector set to
+    raise: the input check and the plans must not read anything back."""
+    model = PVT(arch='tiny').cuda()
+    x = torch.randn(2, 3, 224, 288, device='cuda')
+    model(x)  # first call: lazy initialisation (cuBLAS handles, SM count) may sync
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+        outs = model.train()(x)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    sum(o.float().mean() for o in outs).backward()
+
+
+@cuda
+def test_cuda_input_check_reports_a_nan_batch_without_sync():
+    model = PVT(arch=dict(depths=(1, 1, 1, 1))).cuda().eval()
+    bad = torch.randn(1, 3, 64, 64, device='cuda')
+    bad[0, 0, 3, 3] = float('inf')
+    good = torch.randn(1, 3, 64, 64, device='cuda')
+    with torch.no_grad(), pytest.raises(ValueError, match='NaN or Inf'):
+        model(bad)
+        for _ in range(model._finite_input.max_pending + 1):
+            torch.cuda.synchronize()
+            model(good)
+
+
+@cuda
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_cuda_autocast_training_step_matches_fp32(dtype):
+    torch.manual_seed(0)
+    model = PVT(arch='tiny').cuda().train()
+    model.init_weights()
+    for m in model.modules():
+        if hasattr(m, 'drop_prob'):
+            m.drop_prob = 0.0
+    x = torch.randn(2, 3, 256, 320, device='cuda')
+    grads = []
+    for amp in (False, True):
+        model.zero_grad()
+        with torch.autocast('cuda', dtype=dtype, enabled=amp):
+            outs = model(x)
+        sum(o.float().mean() for o in outs).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.isfinite(grads[1]).all()
+    assert F.cosine_similarity(grads[0], grads[1], dim=0) > 0.99
+
+
+@cuda
+def test_cuda_fp32_focal_loss_stays_finite_where_mmcv_fp16_does_not():
+    from mmdet.models.losses import FocalLoss
+
+    from pvt_mm.models.losses import FocalLossFP32
+    logits = torch.tensor([[-20.0, 0.5, 9.0]] * 4, device='cuda')
+    target = torch.tensor([1, 2, 0, 3], device='cuda')  # 3 = background
+    ref = FocalLoss()(logits, target)
+    ours = FocalLossFP32()(logits.half().requires_grad_(), target)
+    assert torch.isfinite(ours) and ours.dtype == torch.float32
+    torch.testing.assert_close(ours, ref, atol=1e-3, rtol=1e-3)
+    assert not torch.isfinite(FocalLoss()(logits.half(), target))  # the upstream failure
+
+
+# ----------------------------------------------------------------------- precision (CPU)
+def test_fp32_focal_loss_is_mmdets_focal_loss_in_fp32():
+    """Registered in mmdet; on an fp16 prediction it computes (and returns) fp32 and sends
+    the gradient back in fp16, like any autocast op."""
+    from mmdet.models.losses import FocalLoss
+    from mmdet.registry import MODELS
+    torch.manual_seed(0)
+    loss = MODELS.build(dict(type='FocalLossFP32', gamma=2.0, alpha=0.25, loss_weight=1.0))
+    logits = (torch.randn(6, 80) * 8).half()
+    target = torch.randint(0, 81, (6, ))
+    pred = logits.clone().requires_grad_()
+    out = loss(pred, target)
+    out.backward()
+    assert out.dtype == torch.float32 and torch.isfinite(out)
+    torch.testing.assert_close(out, FocalLoss()(logits.float(), target))
+    assert pred.grad.dtype == torch.float16 and torch.isfinite(pred.grad).all()
+
+
+def test_retinanet_configs_use_the_fp32_focal_loss():
+    from mmengine.config import Config
+    for path in ('configs/retinanet/pvt_tiny_fpn_1x_coco.py',
+                 'configs/retinanet/pvt_small_fpn_1x_coco.py',
+                 'configs/retinanet/pvt_tiny_fpn_shapes.py'):
+        loss = Config.fromfile(path).model.bbox_head.loss_cls
+        assert loss.type == 'FocalLossFP32' and loss.gamma == 2.0 and loss.alpha == 0.25, path
