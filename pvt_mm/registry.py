@@ -3,7 +3,8 @@
 ``import pvt_mm`` (or ``custom_imports=dict(imports=['pvt_mm'])`` in a config) registers
 ``PVT`` (and the training-safety hooks ``RNGStateHook`` / ``FiniteLossHook``) in pvt_mm's
 own registries and in those of mmdet, mmsegmentation and mmpretrain, for each of them that
-is installed, so ``type='PVT'`` builds under any of those default scopes.
+is installed, so ``type='PVT'`` builds under any of those default scopes. mmdet also gets
+``FocalLossFP32`` (the focal loss that keeps mixed precision finite).
 """
 import importlib
 from typing import Dict, List
@@ -43,6 +44,10 @@ def register_all_modules() -> List[str]:
         except ImportError:
             continue  # that library is not installed: nothing there needs PVT
         targets += [(library.MODELS, PUBLIC_MODELS), (library.HOOKS, PUBLIC_HOOKS)]
+        if scope == 'mmdet':
+            # Subclasses mmdet's own loss, so it is importable only with mmdet installed.
+            from .models.losses import FocalLossFP32
+            targets.append((library.MODELS, {'FocalLossFP32': FocalLossFP32}))
         scopes.append(scope)
     for registry, classes in targets:
         for name, cls in classes.items():

@@ -41,6 +41,46 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
     return cfg
 
 
+#: ``--amp-dtype`` choices -> the name mmengine's ``AmpOptimWrapper(dtype=...)`` takes.
+AMP_DTYPES = {'float16': 'float16', 'fp16': 'float16', 'bfloat16': 'bfloat16',
+              'bf16': 'bfloat16'}
+
+
+def use_mixed_precision(cfg, dtype: str = 'float16') -> None:
+    """Train with autocast through mmengine's ``AmpOptimWrapper``.
+
+    fp16 uses a dynamic loss scale (unless the config sets one); bf16 has fp32's range and
+    needs none, but the scaler is harmless there. The optimizer, clipping and
+    param-wise settings of the config's ``optim_wrapper`` are kept.
+
+    Args:
+        cfg: The mmengine config to change in place.
+        dtype: ``'float16'`` / ``'fp16'`` or ``'bfloat16'`` / ``'bf16'``.
+
+    Raises:
+        ValueError: unknown ``dtype``, or no CUDA device (mmengine's AmpOptimWrapper runs
+            on CUDA/NPU/MLU only).
+    """
+    if dtype not in AMP_DTYPES:
+        raise ValueError(f'--amp-dtype {dtype!r} is not a mixed-precision dtype; use one of '
+                         f'{sorted(AMP_DTYPES)}')
+    if not torch.cuda.is_available():
+        raise ValueError("--amp needs a CUDA GPU (mmengine's AmpOptimWrapper is CUDA/NPU/MLU "
+                         'only); train in fp32 on this machine or run on a GPU.')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.dtype = AMP_DTYPES[dtype]
+    cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+def use_compile(cfg) -> None:
+    """Compile the model with ``torch.compile`` (mmengine's ``compile=True``).
+
+    The PVT backbone compiles without graph breaks in training and inference; detector
+    heads and post-processing may still break the graph, which only costs speed.
+    """
+    cfg.compile = True
+
+
 def allow_mmengine_checkpoints() -> None:
     """Let ``torch.load(weights_only=True)`` read mmengine checkpoints (resume, load_from)."""
     torch.serialization.add_safe_globals(mmengine_safe_globals())

@@ -23,7 +23,7 @@ from mmengine.runner import Runner
 
 from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint
 from pvt_mm.runtime import (allow_mmengine_checkpoints, check_datasets, init_distributed,
-                            load_config, shutdown_distributed)
+                            load_config, shutdown_distributed, use_compile)
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,6 +33,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--out', help='dump raw predictions to this .pkl file')
     parser.add_argument('--show-dir', help='save drawn predictions under this directory')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the model (mmengine compile=True)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. test_dataloader.batch_size=2')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -79,6 +81,8 @@ def main() -> None:
         sys.exit(f'error: {exc}')
     if args.show_dir:
         enable_drawing(cfg, args.show_dir)
+    if args.compile:
+        use_compile(cfg)
     init_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out:

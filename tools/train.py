@@ -4,6 +4,7 @@
 The config's ``default_scope`` picks the library; the flags follow mmdet's ``tools/train.py``:
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+                                 [--amp-dtype {float16,bfloat16}] [--compile]
                                  [--auto-scale-lr] [--cfg-options k=v ...]
     bash tools/dist_train.sh CONFIG NUM_GPUS [args]     # DDP (gloo on CPU-only machines)
 """
@@ -22,8 +23,9 @@ from mmengine.runner import Runner
 
 from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint
 from pvt_mm.engine import find_resumable_checkpoint, use_atomic_checkpoints
-from pvt_mm.runtime import (allow_mmengine_checkpoints, check_datasets, init_distributed,
-                            load_config, shutdown_distributed)
+from pvt_mm.runtime import (AMP_DTYPES, allow_mmengine_checkpoints, check_datasets,
+                            init_distributed, load_config, shutdown_distributed, use_compile,
+                            use_mixed_precision)
 
 # Added to every run: RNG states travel with checkpoints (exact resume) and a non-finite
 # loss stops training before it can be checkpointed.
@@ -34,7 +36,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a model with a PVT backbone')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision (fp16 with a dynamic loss scale)')
+    parser.add_argument('--amp-dtype', choices=sorted(AMP_DTYPES),
+                        help='mixed-precision dtype (implies --amp; default float16)')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the model (mmengine compile=True)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by (total batch) / auto_scale_lr.base_batch_size')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
@@ -55,13 +62,13 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     except FileNotFoundError as exc:
         sys.exit(f'error: {exc}')
-    if args.amp:
-        import torch
-        if not torch.cuda.is_available():
-            sys.exit('error: --amp needs a CUDA GPU (mmengine\'s AmpOptimWrapper is CUDA/NPU/MLU '
-                     'only); train in fp32 on this machine or run on a GPU.')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.amp or args.amp_dtype:
+        try:
+            use_mixed_precision(cfg, args.amp_dtype or 'float16')
+        except ValueError as exc:
+            sys.exit(f'error: {exc}')
+    if args.compile:
+        use_compile(cfg)
     if args.auto_scale_lr:
         if not cfg.get('auto_scale_lr', {}).get('base_batch_size'):
             sys.exit('error: --auto-scale-lr needs auto_scale_lr.base_batch_size in the config')

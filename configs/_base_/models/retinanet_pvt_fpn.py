@@ -9,4 +9,7 @@ model = dict(
         drop_path_rate=0.1,
         init_cfg=dict(type='Pretrained', checkpoint={{_base_.pvt_pretrained.tiny}})),
     # Every Table 1 variant has the same stage widths.
-    neck=dict(in_channels=[64, 128, 320, 512]))
+    neck=dict(in_channels=[64, 128, 320, 512]),
+    # The same focal loss, computed in fp32: mmcv's fp16 kernel returns NaN once a logit
+    # passes about -17 (and has no bf16 kernel), which broke `--amp` training.
+    bbox_head=dict(loss_cls=dict(type='FocalLossFP32')))
