@@ -2,10 +2,14 @@
 
 One process, one run: the three backbones are built, mmdet's PVT gets the SAME weights as
 pvt_mm's (pvt_mm weights -> official release layout -> mmdet's own ``pvt_convert`` -> strict
-load) and the outputs are compared first; a mismatch aborts the run. Then every
-(size, batch, mode, dtype) case is timed round-robin over the models (one call of each per
-repeat, order rotated every repeat), so machine noise hits all models alike, and medians
-and ratios are reported. Peak memory is measured in a fresh child process per model and case
+load) and the outputs are compared first, in true fp32 (TF32 off for the check: cuDNN and
+cuBLAS would otherwise round fp32 convolutions and matmuls to 10-bit mantissas on Ampere+
+GPUs); a mismatch aborts the run. Then every (size, batch, mode, dtype) case is timed
+round-robin over the models (one call of each per repeat, order rotated every repeat), so
+machine noise hits all models alike, and medians and ratios are reported. On CUDA each
+call is timed with CUDA events (GPU time between two points of the stream, the host
+synchronised once per call only to read them); TF32 stays at torch's defaults while timing.
+``--compile`` times ``torch.compile(pvt_mm)`` against the other two models eager. Peak memory is measured in a fresh child process per model and case
 (CPU: growth of the peak resident set over a warmed-up baseline, with glibc told to map
 and unmap every tensor-sized block so that the peak follows live memory; GPU:
 ``torch.cuda.max_memory_allocated``).
@@ -19,6 +23,7 @@ Example::
         --modes infer train --repeat 3 --json bench.json
 """
 import argparse
+import contextlib
 import datetime
 import gc
 import json
@@ -99,10 +104,21 @@ def build_models(arch: str, device: str, seed: int = 0,
     return models
 
 
+@contextlib.contextmanager
+def exact_fp32():
+    """TF32 off for cuDNN convolutions and cuBLAS matmuls (restored afterwards)."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def check_equivalence(models: Dict[str, nn.Module], device: str,
                       size: Tuple[int, int] = (224, 288), atol: float = 1e-4,
                       rtol: float = 1e-4) -> float:
-    """Compare pvt_mm's and mmdet's PVT outputs in fp32; raise if they differ.
+    """Compare pvt_mm's and mmdet's PVT outputs in exact fp32; raise if they differ.
 
     Returns:
         The largest absolute difference over the four maps.
@@ -110,7 +126,7 @@ def check_equivalence(models: Dict[str, nn.Module], device: str,
     torch.manual_seed(1)
     x = torch.randn(2, 3, *size, device=device)
     ours, ref = models['pvt_mm'].eval(), models['mmdet_pvt'].eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), exact_fp32():
         a, b = ours(x), ref(x)
     if len(a) != len(b):
         raise RuntimeError(f'pvt_mm returns {len(a)} maps, mmdet {len(b)}')
@@ -154,9 +170,19 @@ def set_mode(model: nn.Module, mode: str) -> None:
     model.train(mode == 'train')
 
 
-def sync(device: str) -> None:
+def timed_call(fn: Callable[[], None], device: str) -> float:
+    """Seconds one call of ``fn`` takes: CUDA events on a GPU, the wall clock on CPU."""
     if device == 'cuda':
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    start_time = time.perf_counter()
+    fn()
+    return time.perf_counter() - start_time
 
 
 def time_case(models: Dict[str, nn.Module], shape: Tuple[int, int], batch: int, mode: str,
@@ -172,12 +198,9 @@ def time_case(models: Dict[str, nn.Module], shape: Tuple[int, int], batch: int, 
     for r in range(warmup + repeat):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            sync(device)
-            start = time.perf_counter()
-            steps[name]()
-            sync(device)
+            seconds = timed_call(steps[name], device)
             if r >= warmup:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(seconds)
     for name in names:
         models[name].zero_grad(set_to_none=True)
         models[name].eval()
@@ -198,6 +221,8 @@ def memory_child(spec: dict) -> dict:
     torch.set_num_threads(spec['threads'])
     device = spec['device']
     model = build_models(spec['arch'], device, only=spec['model'])[spec['model']]
+    if spec.get('compile') and spec['model'] == 'pvt_mm':
+        model = torch.compile(model)
     gc.collect()
     x = torch.randn(spec['batch'], 3, *spec['shape'], device=device)
     set_mode(model, spec['mode'])
@@ -302,6 +327,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=1, help='untimed calls per model and case')
     parser.add_argument('--threads', type=int, default=torch.get_num_threads(),
                         help='CPU threads (torch.set_num_threads)')
+    parser.add_argument('--compile', action='store_true',
+                        help='time torch.compile(pvt_mm) (mmdet PVT and ResNet-50 stay eager)')
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory children')
     parser.add_argument('--json', help='also write all results to this JSON file')
     parser.add_argument('--memory-child', help=argparse.SUPPRESS)
@@ -320,6 +347,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     max_diff = check_equivalence(models, args.device)
     print(f'pvt_mm PVT-{args.arch} == mmdet PyramidVisionTransformer with the same weights '
           f'(fp32, max |diff| {max_diff:.2e}): OK')
+    if args.compile:
+        models['pvt_mm'] = torch.compile(models['pvt_mm'])
     rows = []
     for shape in shapes:
         for batch in args.batch_sizes:
@@ -339,7 +368,7 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
                             res = measure_memory(dict(
                                 model=name, arch=args.arch, device=args.device,
                                 shape=list(shape), batch=batch, mode=mode, dtype=dtype,
-                                threads=args.threads))
+                                threads=args.threads, compile=args.compile))
                             if res is not None:
                                 peaks[name] = res['peak_mib']
                                 row['memory_method'] = res['method']
@@ -357,8 +386,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     print(f'Machine: {info["cpu"]} ({info["cpu_count"]} cores, {info["threads"]} threads), '
           f'device {info["device"]}{" " + info["gpu"] if "gpu" in info else ""}, '
           f'torch {info["torch"]}, mmdet {info.get("mmdet")}, date {info["date"]}')
-    print(f'PVT-{args.arch} (pvt_mm) vs mmdet PyramidVisionTransformer (same weights) vs mmdet '
-          f'ResNet-50; median of {args.repeat} interleaved calls after {args.warmup} warm-up; '
+    print(f'PVT-{args.arch} (pvt_mm{", torch.compile" if args.compile else ""}) vs mmdet '
+          f'PyramidVisionTransformer (same weights, eager) vs mmdet ResNet-50; median of {args.repeat} interleaved calls after {args.warmup} warm-up; '
           'ratio < 1 means pvt_mm is faster / leaner.')
     if rows and 'memory_method' in rows[0]:
         print(f'Peak memory: extra memory of one call in a fresh process per model '
@@ -367,6 +396,7 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(machine=info, arch=args.arch, max_abs_diff=max_diff,
+                           compile=args.compile,
                            repeat=args.repeat, warmup=args.warmup, results=rows), f, indent=2)
         print(f'Wrote {args.json}')
     return rows
