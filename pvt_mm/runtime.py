@@ -58,12 +58,17 @@ def use_mixed_precision(cfg, dtype: str = 'float16') -> None:
         dtype: ``'float16'`` / ``'fp16'`` or ``'bfloat16'`` / ``'bf16'``.
 
     Raises:
-        ValueError: unknown ``dtype``, or no CUDA device (mmengine's AmpOptimWrapper runs
-            on CUDA/NPU/MLU only).
+        ValueError: unknown ``dtype``; no CUDA device (mmengine's AmpOptimWrapper runs on
+            CUDA/NPU/MLU only); bf16 for a model with RoIAlign (mmcv 2.1's CUDA kernel has
+            no bf16 version, so two-stage detectors train in fp16 or fp32).
     """
     if dtype not in AMP_DTYPES:
         raise ValueError(f'--amp-dtype {dtype!r} is not a mixed-precision dtype; use one of '
                          f'{sorted(AMP_DTYPES)}')
+    if AMP_DTYPES[dtype] == 'bfloat16' and 'RoIAlign' in str(cfg.model):
+        raise ValueError('--amp-dtype bfloat16 cannot train this model: its RoIAlign (mmcv '
+                         "2.1's CUDA op) has no bf16 kernel. Use --amp (fp16 with a dynamic "
+                         'loss scale) or fp32.')
     if not torch.cuda.is_available():
         raise ValueError("--amp needs a CUDA GPU (mmengine's AmpOptimWrapper is CUDA/NPU/MLU "
                          'only); train in fp32 on this machine or run on a GPU.')

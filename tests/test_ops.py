@@ -236,3 +236,21 @@ def test_retinanet_configs_use_the_fp32_focal_loss():
                  'configs/retinanet/pvt_tiny_fpn_shapes.py'):
         loss = Config.fromfile(path).model.bbox_head.loss_cls
         assert loss.type == 'FocalLossFP32' and loss.gamma == 2.0 and loss.alpha == 0.25, path
+
+
+@pytest.mark.parametrize('config, dtype, error', [
+    ('configs/mask_rcnn/pvt_tiny_fpn_1x_coco.py', 'bfloat16', 'RoIAlign.*no bf16 kernel.*--amp'),
+    ('configs/retinanet/pvt_tiny_fpn_1x_coco.py', 'int8', "'int8' is not a mixed-precision"),
+    ('configs/retinanet/pvt_tiny_fpn_1x_coco.py', 'bf16',
+     None if torch.cuda.is_available() else '--amp needs a CUDA GPU')])
+def test_mixed_precision_config(config, dtype, error):
+    from mmengine.config import Config
+
+    from pvt_mm.runtime import use_mixed_precision
+    cfg = Config.fromfile(config)
+    if error:
+        with pytest.raises(ValueError, match=error):
+            use_mixed_precision(cfg, dtype)
+        return
+    use_mixed_precision(cfg, dtype)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.optim_wrapper.dtype == 'bfloat16'

@@ -1,0 +1,100 @@
+"""The whole-model benchmark on CPU, and the benchmark tools and mixed-precision training on
+a GPU (tests marked ``cuda``: skipped, with the reason, where there is none). Speed itself
+is reported by the tools, never asserted here."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+R50_TWIN = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+
+
+def _run(args, timeout=900):
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _table(out):
+    """Rows of the tool's markdown table, as lists of cells (header and rule dropped)."""
+    rows = [ln.strip('| ').split(' | ') for ln in out.splitlines() if ln.startswith('| ')]
+    return [r for r in rows if r[0] != 'model']
+
+
+def test_benchmark_compares_a_detector_with_its_resnet50_twin():
+    out = _run(['tools/analysis/benchmark.py', 'configs/retinanet/pvt_tiny_fpn_1x_coco.py',
+                '--compare', R50_TWIN, '--shape', '96', '128', '--repeat', '2', '--warmup', '1'])
+    rows = _table(out)
+    assert [r[0] for r in rows] == ['pvt_tiny_fpn_1x_coco', 'retinanet_r50_fpn_1x_coco'], out
+    assert float(rows[0][6]) == 1.0 and float(rows[1][6]) > 0  # time relative to the first
+    assert all(float(r[2]) > 0 for r in rows)
+
+
+def test_benchmark_names_a_missing_twin_config():
+    proc = subprocess.run([sys.executable, 'tools/analysis/benchmark.py',
+                           'configs/retinanet/pvt_tiny_fpn_1x_coco.py', '--compare',
+                           'mmdet::retinanet/no_such_config.py'], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0 and 'no_such_config.py' in proc.stderr
+    assert 'not among the installed mmdet configs' in proc.stderr
+
+
+cuda = pytest.mark.cuda
+
+
+@cuda
+def test_cuda_benchmark_backbone_runs_with_tf32_on(tmp_path):
+    """The equivalence check runs in exact fp32 even though TF32 is torch's default for
+    cuDNN convolutions; then fp32 and bf16 cases are timed with CUDA events."""
+    out_json = tmp_path / 'bench.json'
+    out = _run(['tools/analysis/benchmark_backbone.py', '--device', 'cuda', '--arch', 'tiny',
+                '--shape', '224', '288', '--batch-sizes', '2', '--modes', 'infer', 'train',
+                '--dtypes', 'fp32', 'bf16', '--repeat', '3', '--json', str(out_json)])
+    assert ': OK' in out
+    data = json.loads(out_json.read_text())
+    assert len(data['results']) == 4 and 'gpu' in data['machine']
+    for row in data['results']:
+        assert set(row['peak_mib']) == {'pvt_mm', 'mmdet_pvt', 'resnet50'}
+        assert row['memory_method'] == 'torch.cuda.max_memory_allocated'
+
+
+@cuda
+def test_cuda_benchmark_detector_vs_r50_in_bf16():
+    out = _run(['tools/analysis/benchmark.py', 'configs/retinanet/pvt_small_fpn_1x_coco.py',
+                '--compare', R50_TWIN, '--shape', '800', '1344', '--batch', '2',
+                '--amp-dtype', 'bf16', '--repeat', '3'])
+    rows = _table(out)
+    assert len(rows) == 2 and all(float(r[7]) > 0 for r in rows), out
+
+
+@cuda
+@pytest.mark.parametrize('flags', [['--amp'], ['--amp-dtype', 'bfloat16']])
+def test_cuda_mixed_precision_trains_the_main_job_config(tmp_path, flags):
+    """fp16 (dynamic loss scale) and bf16 train RetinaNet-PVT from scratch on the shapes set
+    with a finite loss throughout and no skipped steps after the first few iterations."""
+    data = tmp_path / 'shapes_coco'
+    _run(['tools/misc/make_shapes_coco.py', '--out', str(data), '--train', '32', '--val', '8'])
+    work = tmp_path / 'work'
+    _run(['tools/train.py', 'configs/retinanet/pvt_tiny_fpn_shapes.py', '--work-dir', str(work),
+          *flags, '--cfg-options', f'train_dataloader.dataset.data_root={data}/',
+          f'val_dataloader.dataset.data_root={data}/', f'test_dataloader.dataset.data_root={data}/',
+          f'val_evaluator.ann_file={data}/annotations/instances_val2017.json',
+          f'test_evaluator.ann_file={data}/annotations/instances_val2017.json',
+          'train_cfg.max_epochs=3', 'train_cfg.val_interval=3', 'default_hooks.logger.interval=1'])
+    logs = sorted(work.glob('*/vis_data/scalars.json'))
+    records = [json.loads(ln) for ln in logs[-1].read_text().splitlines()]
+    steps = [r for r in records if 'loss' in r]
+    assert len(steps) >= 20
+    assert all(math.isfinite(r['loss']) for r in steps)
+    # The dynamic loss scale may overshoot in the first iterations; after that a
+    # non-finite gradient norm means a skipped step.
+    skipped = [r['iter'] for r in steps[5:] if not math.isfinite(r.get('grad_norm', 0.0))]
+    assert not skipped, f'non-finite grad_norm (skipped steps) at iterations {skipped}'
+    assert any('coco/bbox_mAP' in r for r in records)
