@@ -144,7 +144,8 @@ def resolve_config(config: str) -> str:
         if not os.path.isfile(config):
             sys.exit(f'error: config file {config!r} does not exist')
         return config
-    from mmengine.config.utils import _get_package_and_cfg_path, get_installed_path
+    from mmengine.config.utils import _get_package_and_cfg_path
+    from mmengine.utils import get_installed_path
     package, rel = _get_package_and_cfg_path(config)
     path = os.path.join(get_installed_path(package), '.mim', 'configs', rel)
     if not os.path.isfile(path):
