@@ -51,7 +51,9 @@ class SpatialReductionAttention(nn.Module):
     Queries keep full resolution; keys/values are computed from the tokens after a conv
     with kernel = stride = ``sr_ratio`` and a LayerNorm, so the cost drops by ``R**2``.
     Attention runs through :func:`torch.nn.functional.scaled_dot_product_attention`, which
-    never materialises the attention matrix when a fused kernel is available.
+    never materialises the attention matrix when a fused kernel is available; how its
+    queries are scheduled on the device (query groups for the backward) is
+    :func:`pvt_mm.models.ops.attention_query_groups`' choice.
 
     Args:
         embed_dims: Token channels.
