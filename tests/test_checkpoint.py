@@ -12,8 +12,8 @@ import torch
 
 from official_pvt import OfficialPVT
 from pvt_mm import PVT
-from pvt_mm.checkpoint import (CheckpointError, convert_official_keys, load_pretrained,
-                               read_checkpoint)
+from pvt_mm.checkpoint import CheckpointError, read_checkpoint
+from pvt_mm.models.backbones.pvt_convert import convert_official_keys, load_pretrained
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(depths=(2, 2, 2, 2))

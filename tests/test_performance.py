@@ -12,7 +12,7 @@ import torch
 
 from official_pvt import OfficialPVT
 from pvt_mm import PVT
-from pvt_mm.checkpoint import convert_official_keys
+from pvt_mm.models.backbones.pvt_convert import convert_official_keys
 
 REPO = Path(__file__).resolve().parents[1]
 ANALYSIS = REPO / 'tools' / 'analysis'

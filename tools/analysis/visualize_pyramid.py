@@ -51,7 +51,8 @@ def build_backbone(config: str, checkpoint: Optional[str] = None):
     from mmengine.registry import MODELS, init_default_scope
 
     import pvt_mm
-    from pvt_mm.checkpoint import CheckpointError, load_pretrained
+    from pvt_mm.checkpoint import CheckpointError
+    from pvt_mm.models.backbones.pvt_convert import load_pretrained
 
     if not osp.isfile(config):
         raise PyramidError(f'config file {config!r} does not exist')
