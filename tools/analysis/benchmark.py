@@ -12,17 +12,15 @@ Example::
         --shape 800 1333 --repeat 5
 """
 import argparse
-import os
 import statistics
-import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from get_flops import build_from_config, data_samples_for  # noqa: E402
+from pvt_mm.flops import data_samples_for
+from pvt_mm.runtime import build_from_config
 
 
 def make_batch(scope: str, batch: int, shape: Tuple[int, int], device: str) -> Dict[str, Any]:
