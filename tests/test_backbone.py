@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pvt_mm import PVT
+from pvt_mm import ARCH_ZOO, PVT
 from pvt_mm.models.backbones.pvt import ARCH_FIELDS, resolve_arch
 
 # Paper Table 2 (ImageNet classifier: backbone + class token + final norm + 1000-way head).
@@ -15,12 +15,27 @@ def _tiny(**kwargs):
     return PVT(arch='tiny', **kwargs).eval()
 
 
-@pytest.mark.parametrize('arch,params_m', sorted(TABLE2_PARAMS_M.items()))
-def test_table2_parameter_counts(arch, params_m):
+@pytest.mark.parametrize('arch', sorted(ARCH_ZOO))
+def test_table2_parameter_counts(arch):
+    params_m = TABLE2_PARAMS_M[arch]
     backbone = PVT(arch=arch, with_cls_token=True)
     head = nn.Linear(backbone.embed_dims[-1], 1000)
     total = sum(p.numel() for p in backbone.parameters()) + sum(p.numel() for p in head.parameters())
     assert abs(total / 1e6 - params_m) <= 0.05, f'{arch}: {total / 1e6:.3f} M vs paper {params_m} M'
+
+
+@pytest.mark.parametrize('arch', sorted(ARCH_ZOO))
+def test_every_arch_gives_its_pyramid(arch):
+    table = ARCH_ZOO[arch]
+    model = PVT(arch=arch).eval()
+    assert [len(stage.layers) for stage in model.stages] == list(table['depths'])
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 96))
+    size, expected = (64, 96), []
+    for dims, patch in zip(table['embed_dims'], table['patch_sizes']):
+        size = (size[0] // patch, size[1] // patch)  # each patch embedding floors
+        expected.append((dims, *size))
+    assert [tuple(o.shape[1:]) for o in outs] == expected
 
 
 def test_small_800x1333_pyramid():
