@@ -218,3 +218,26 @@ def test_init_weights_from_scratch_is_reasonable():
     assert model.stages[0].pos_embed.std() > 0.01
     assert model.stages[0].layers[0].norm1.weight.eq(1).all()
     assert model.stages[0].layers[0].attn.q.bias.eq(0).all()
+
+
+def test_attention_maps_come_from_the_models_own_forward():
+    """pyramid() hooks the real forward: its maps are the backbone's outputs (class-token
+    mode too), and each query's attention over the reduced keys sums to one."""
+    from pvt_mm.models.attention_maps import pyramid
+    torch.manual_seed(0)
+    model = PVT(arch='tiny', with_cls_token=True).eval()
+    model.init_weights()
+    img = torch.randn(1, 3, 64, 96)
+    stages = pyramid(model, img, query_xy=(10.0, 20.0), layer=-1)
+    with torch.no_grad():
+        outs = model(img)
+    for info, out in zip(stages[:3], outs[:3], strict=True):
+        torch.testing.assert_close(torch.from_numpy(info['feature']), out[0])
+    assert stages[3]['feature'].shape == (512, 2, 3)  # the map behind the class token
+    for info in stages:  # keys: 64x96 / stride / R = 2x3 in every stage
+        assert info['attention'].shape == (2, 3) and info['layer'] == 1
+    for info in stages[:3]:
+        assert info['attention'].sum() == pytest.approx(1.0, abs=1e-4)
+    assert 0 < stages[3]['attention'].sum() < 1  # the class token takes the rest
+    with pytest.raises(ValueError, match='layer 2 is out of range for stage 1'):
+        pyramid(model, img, (1.0, 1.0), layer=2)
