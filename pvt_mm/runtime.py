@@ -11,7 +11,7 @@ Two things mmengine 0.10.7 needs help with on today's stack:
 """
 import os
 from datetime import timedelta
-from typing import Optional
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -84,6 +84,39 @@ def use_compile(cfg) -> None:
     heads and post-processing may still break the graph, which only costs speed.
     """
     cfg.compile = True
+
+
+def build_from_config(config: str, cfg_options: Optional[dict] = None,
+                      with_weights: bool = True) -> Tuple[torch.nn.Module, Any]:
+    """Build a config's model through its own registry (after ``init_default_scope``).
+
+    Args:
+        config: Any mmdet / mmseg / mmpretrain config file.
+        cfg_options: Overrides merged into the config.
+        with_weights: Keep the backbone's ``init_cfg``; ``False`` drops it, so that nothing
+            reads a checkpoint later (complexity and speed do not depend on the weights).
+
+    Returns:
+        ``(model, cfg)``; the model is in eval mode and not initialised (``init_weights``
+        has not run).
+
+    Raises:
+        FileNotFoundError: ``config`` does not exist.
+    """
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f'config file {config!r} does not exist')
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model_cfg = cfg.model
+    if not with_weights and model_cfg.get('backbone', {}).get('init_cfg') is not None:
+        model_cfg.backbone.init_cfg = None
+    model = MODELS.build(model_cfg)
+    model.eval()
+    return model, cfg
 
 
 def allow_mmengine_checkpoints() -> None:

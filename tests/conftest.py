@@ -1,13 +1,144 @@
-import sys
-from pathlib import Path
+"""Shared test helpers and fixtures.
 
-# Test helpers (the official-layout reference model) live beside the tests.
-sys.path.insert(0, str(Path(__file__).parent))
+- The embedded data sets (COCO-layout shapes, ADE20K-tiny, ImageNet-tiny) are generated once
+  per session by their own tools and shared by every test module.
+- :func:`run_tool` runs a ``tools/`` script as a user would (from the repository root, in a
+  fresh interpreter); :func:`load_tool` imports one as a module to call its functions.
+- :func:`build_from_config` builds a config's model through its registry.
+
+``tests`` is a package, so test modules import these (and ``official_pvt``) relatively;
+nothing here edits ``sys.path``.
+"""
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+@dataclass
+class ToolRun:
+    """What a tool run printed, and its exit status."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        """stdout then stderr (mmengine logs to both)."""
+        return self.stdout + self.stderr
+
+
+def run_tool(args: Sequence, *, timeout: float = 900, check: bool = True,
+             env: Optional[Dict[str, str]] = None) -> ToolRun:
+    """Run a repository script from the repository root in a fresh process.
+
+    Args:
+        args: The script (``tools/x.py`` runs with this interpreter, ``tools/x.sh`` with
+            bash, anything else as given) and its arguments.
+        timeout: Seconds before the run is killed (a hang fails the test).
+        check: Assert a zero exit status, showing the end of the output otherwise.
+        env: Extra environment variables, over ``os.environ`` with unbuffered output and one
+            OpenMP thread per process.
+    """
+    cmd = [str(a) for a in args]
+    if cmd[0].endswith('.py'):
+        cmd.insert(0, PYTHON)
+    elif cmd[0].endswith('.sh'):
+        cmd.insert(0, 'bash')
+    full_env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1', **(env or {}))
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=full_env,
+                          timeout=timeout)
+    result = ToolRun(proc.returncode, proc.stdout, proc.stderr)
+    if check:
+        assert result.returncode == 0, (f'{" ".join(cmd[1:3])} exited {result.returncode}:\n'
+                                        + result.stdout[-4000:] + result.stderr[-4000:])
+    return result
+
+
+def load_tool(relpath: str) -> ModuleType:
+    """Import a repository script (e.g. ``'tools/demo.py'``) as a module, without running
+    its command line, to call its functions in-process.
+
+    Args:
+        relpath: The script's path from the repository root.
+    """
+    name = 'tool_' + re.sub(r'\W', '_', relpath)
+    spec = importlib.util.spec_from_file_location(name, REPO / relpath)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_from_config(config: str, with_weights: bool = True) -> Tuple[Any, Any]:
+    """Build the model of ``configs/<config>`` through its scope's registry.
+
+    Args:
+        config: Path below ``configs/`` (e.g. ``'retinanet/pvt_tiny_fpn_1x_coco.py'``) or
+            from the repository root.
+        with_weights: Keep the backbone's ``init_cfg`` (nothing is read before
+            ``init_weights``).
+
+    Returns:
+        ``(cfg, model)``.
+    """
+    from pvt_mm.runtime import build_from_config as build
+    path = REPO / config if config.startswith('configs/') else REPO / 'configs' / config
+    model, cfg = build(str(path), with_weights=with_weights)
+    return cfg, model
+
+
+def shapes_options(root: Path) -> List[str]:
+    """``--cfg-options`` that point a ``*_shapes.py`` config at a generated COCO set."""
+    return [f'{loader}.dataset.data_root={root}/'
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
+        f'{evaluator}.ann_file={root}/annotations/instances_val2017.json'
+        for evaluator in ('val_evaluator', 'test_evaluator')]
+
+
+def no_worker_options(*loaders: str) -> List[str]:
+    """``--cfg-options`` that load data in the main process (no worker processes)."""
+    loaders = loaders or ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    return [f'{loader}.{key}' for loader in loaders
+            for key in ('num_workers=0', 'persistent_workers=False')]
+
+
+def _generate(tmp_path_factory, tool: str, name: str) -> Path:
+    root = tmp_path_factory.mktemp('data') / name
+    run_tool([f'tools/misc/{tool}', '--out', root, '--train', '4', '--val', '2'])
+    return root
+
+
+@pytest.fixture(scope='session')
+def shapes_root(tmp_path_factory) -> Path:
+    """The COCO-layout shapes set: 4 training and 2 validation images."""
+    return _generate(tmp_path_factory, 'make_shapes_coco.py', 'shapes_coco')
+
+
+@pytest.fixture(scope='session')
+def ade_root(tmp_path_factory) -> Path:
+    """The ADE20K-layout set: 4 training and 2 validation scenes."""
+    return _generate(tmp_path_factory, 'make_ade20k_tiny.py', 'ade20k_tiny')
+
+
+@pytest.fixture(scope='session')
+def imagenet_root(tmp_path_factory) -> Path:
+    """The ImageNet-layout set: 4 classes of 4 training and 2 validation images each."""
+    return _generate(tmp_path_factory, 'make_imagenet_tiny.py', 'imagenet_tiny')
 
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` skip, saying why, on a machine without a CUDA GPU."""
-    import pytest
     import torch
     if torch.cuda.is_available():
         return

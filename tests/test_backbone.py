@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pvt_mm import PVT
+from pvt_mm import ARCH_ZOO, PVT
 from pvt_mm.models.backbones.pvt import ARCH_FIELDS, resolve_arch
 
 # Paper Table 2 (ImageNet classifier: backbone + class token + final norm + 1000-way head).
@@ -15,12 +15,27 @@ def _tiny(**kwargs):
     return PVT(arch='tiny', **kwargs).eval()
 
 
-@pytest.mark.parametrize('arch,params_m', sorted(TABLE2_PARAMS_M.items()))
-def test_table2_parameter_counts(arch, params_m):
+@pytest.mark.parametrize('arch', sorted(ARCH_ZOO))
+def test_table2_parameter_counts(arch):
+    params_m = TABLE2_PARAMS_M[arch]
     backbone = PVT(arch=arch, with_cls_token=True)
     head = nn.Linear(backbone.embed_dims[-1], 1000)
     total = sum(p.numel() for p in backbone.parameters()) + sum(p.numel() for p in head.parameters())
     assert abs(total / 1e6 - params_m) <= 0.05, f'{arch}: {total / 1e6:.3f} M vs paper {params_m} M'
+
+
+@pytest.mark.parametrize('arch', sorted(ARCH_ZOO))
+def test_every_arch_gives_its_pyramid(arch):
+    table = ARCH_ZOO[arch]
+    model = PVT(arch=arch).eval()
+    assert [len(stage.layers) for stage in model.stages] == list(table['depths'])
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 96))
+    size, expected = (64, 96), []
+    for dims, patch in zip(table['embed_dims'], table['patch_sizes']):
+        size = (size[0] // patch, size[1] // patch)  # each patch embedding floors
+        expected.append((dims, *size))
+    assert [tuple(o.shape[1:]) for o in outs] == expected
 
 
 def test_small_800x1333_pyramid():
@@ -203,3 +218,26 @@ def test_init_weights_from_scratch_is_reasonable():
     assert model.stages[0].pos_embed.std() > 0.01
     assert model.stages[0].layers[0].norm1.weight.eq(1).all()
     assert model.stages[0].layers[0].attn.q.bias.eq(0).all()
+
+
+def test_attention_maps_come_from_the_models_own_forward():
+    """pyramid() hooks the real forward: its maps are the backbone's outputs (class-token
+    mode too), and each query's attention over the reduced keys sums to one."""
+    from pvt_mm.models.attention_maps import pyramid
+    torch.manual_seed(0)
+    model = PVT(arch='tiny', with_cls_token=True).eval()
+    model.init_weights()
+    img = torch.randn(1, 3, 64, 96)
+    stages = pyramid(model, img, query_xy=(10.0, 20.0), layer=-1)
+    with torch.no_grad():
+        outs = model(img)
+    for info, out in zip(stages[:3], outs[:3], strict=True):
+        torch.testing.assert_close(torch.from_numpy(info['feature']), out[0])
+    assert stages[3]['feature'].shape == (512, 2, 3)  # the map behind the class token
+    for info in stages:  # keys: 64x96 / stride / R = 2x3 in every stage
+        assert info['attention'].shape == (2, 3) and info['layer'] == 1
+    for info in stages[:3]:
+        assert info['attention'].sum() == pytest.approx(1.0, abs=1e-4)
+    assert 0 < stages[3]['attention'].sum() < 1  # the class token takes the rest
+    with pytest.raises(ValueError, match='layer 2 is out of range for stage 1'):
+        pyramid(model, img, (1.0, 1.0), layer=2)

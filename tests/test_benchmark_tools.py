@@ -3,23 +3,16 @@ a GPU (tests marked ``cuda``: skipped, with the reason, where there is none). Sp
 is reported by the tools, never asserted here."""
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import run_tool, shapes_options
+
 R50_TWIN = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 
 
-def _run(args, timeout=900):
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
+def _run(args):
+    return run_tool(args).stdout
 
 
 def _table(out):
@@ -38,10 +31,8 @@ def test_benchmark_compares_a_detector_with_its_resnet50_twin():
 
 
 def test_benchmark_names_a_missing_twin_config():
-    proc = subprocess.run([sys.executable, 'tools/analysis/benchmark.py',
-                           'configs/retinanet/pvt_tiny_fpn_1x_coco.py', '--compare',
-                           'mmdet::retinanet/no_such_config.py'], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    proc = run_tool(['tools/analysis/benchmark.py', 'configs/retinanet/pvt_tiny_fpn_1x_coco.py',
+                     '--compare', 'mmdet::retinanet/no_such_config.py'], check=False)
     assert proc.returncode != 0 and 'no_such_config.py' in proc.stderr
     assert 'not among the installed mmdet configs' in proc.stderr
 
@@ -83,11 +74,8 @@ def test_cuda_mixed_precision_trains_the_main_job_config(tmp_path, flags):
     _run(['tools/misc/make_shapes_coco.py', '--out', str(data), '--train', '32', '--val', '8'])
     work = tmp_path / 'work'
     _run(['tools/train.py', 'configs/retinanet/pvt_tiny_fpn_shapes.py', '--work-dir', str(work),
-          *flags, '--cfg-options', f'train_dataloader.dataset.data_root={data}/',
-          f'val_dataloader.dataset.data_root={data}/', f'test_dataloader.dataset.data_root={data}/',
-          f'val_evaluator.ann_file={data}/annotations/instances_val2017.json',
-          f'test_evaluator.ann_file={data}/annotations/instances_val2017.json',
-          'train_cfg.max_epochs=3', 'train_cfg.val_interval=3', 'default_hooks.logger.interval=1'])
+          *flags, '--cfg-options', *shapes_options(data), 'train_cfg.max_epochs=3',
+          'train_cfg.val_interval=3', 'default_hooks.logger.interval=1'])
     logs = sorted(work.glob('*/vis_data/scalars.json'))
     records = [json.loads(ln) for ln in logs[-1].read_text().splitlines()]
     steps = [r for r in records if 'loss' in r]

@@ -3,19 +3,18 @@ errors for every checkpoint that does not fit."""
 import logging
 import os
 import pickle
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from official_pvt import OfficialPVT
-from pvt_mm import PVT
-from pvt_mm.checkpoint import (CheckpointError, convert_official_keys, load_pretrained,
-                               read_checkpoint)
+from pvt_mm import ARCH_ZOO, PVT
+from pvt_mm.checkpoint import CheckpointError, read_checkpoint
+from pvt_mm.models.backbones.pvt_convert import (convert_official_keys, load_pretrained,
+                                                  to_official_keys)
 
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import run_tool
+from .official_pvt import OfficialPVT
+
 TINY = dict(depths=(2, 2, 2, 2))
 SMALL = dict(depths=(3, 4, 6, 3))
 
@@ -50,13 +49,17 @@ def test_official_weights_reproduce_official_features(official_tiny, official_ti
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
-def test_official_small_weights_reproduce_official_features(tmp_path):
+@pytest.mark.parametrize('arch', sorted(ARCH_ZOO))
+def test_official_weights_of_every_arch_reproduce_official_features(arch, tmp_path):
     torch.manual_seed(1)
-    official = OfficialPVT(**SMALL).eval()
-    path = tmp_path / 'small.pth'
+    table = ARCH_ZOO[arch]
+    official = OfficialPVT(depths=table['depths'], dims=table['embed_dims'],
+                           heads=table['num_heads'], mlp_ratios=table['mlp_ratios'],
+                           sr_ratios=table['sr_ratios']).eval()
+    path = tmp_path / f'{arch}.pth'
     torch.save({'state_dict': official.state_dict()}, path)
-    model = _loaded(path, arch='small')
-    x = torch.randn(1, 3, 224, 288)
+    model = _loaded(path, arch=arch)
+    x = torch.randn(1, 3, 128, 160)  # every position embedding is resized
     with torch.no_grad():
         for a, b in zip(model(x), official.forward_dense(x)):
             torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
@@ -108,6 +111,16 @@ def test_conversion_is_pure_and_idempotent(official_tiny):
     assert 'stages.0.layers.1.attn.sr.weight' in once and 'block1.1.attn.sr.weight' not in once
     assert 'stages.3.pos_embed' in once and 'head.weight' in once
     assert set(once) - {'head.weight', 'head.bias'} <= set(PVT('tiny', with_cls_token=True).state_dict())
+
+
+def test_official_names_round_trip_in_classification_mode(official_tiny):
+    """pvt_mm -> official names give exactly the release's keys (head aside), and back."""
+    model = PVT(arch='tiny', with_cls_token=True)
+    official = to_official_keys(model.state_dict())
+    assert set(official) == set(official_tiny.state_dict()) - {'head.weight', 'head.bias'}
+    assert list(convert_official_keys(official)) == list(model.state_dict())
+    with pytest.raises(KeyError, match='not a PVT backbone key'):
+        to_official_keys({'neck.conv.weight': torch.zeros(1)})
 
 
 def test_pvt_mm_checkpoint_and_full_model_checkpoint(tmp_path, official_tiny_file):
@@ -224,8 +237,7 @@ def test_mmengine_training_checkpoint_reads_with_weights_only(tmp_path, official
 
 def test_converter_tool(tmp_path, official_tiny, official_tiny_file):
     out = tmp_path / 'converted.pth'
-    subprocess.run([sys.executable, str(REPO / 'tools' / 'model_converters' / 'pvt_official_to_mm.py'),
-                    str(official_tiny_file), str(out)], check=True, cwd=REPO)
+    run_tool(['tools/model_converters/pvt_official_to_mm.py', official_tiny_file, out])
     state = torch.load(out, weights_only=True)['state_dict']
     assert 'stages.1.layers.0.attn.kv.weight' in state
     x = torch.randn(1, 3, 64, 64)

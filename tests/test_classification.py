@@ -5,16 +5,13 @@ a segmentation / detection backbone through init_cfg like the official weights."
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from mmengine.config import Config
 
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
+from .conftest import REPO, build_from_config, no_worker_options, run_tool
 
 # Paper Table 2: (M params of the whole classifier, GFLOPs at 224x224).
 TABLE2 = {
@@ -28,22 +25,13 @@ CLS_CONFIGS = sorted(str(p.relative_to(REPO / 'configs'))
 TINY_CONFIG = 'configs/classification/pvt_tiny_in1k_tiny.py'
 
 
-def build_classifier(config: str):
-    import pvt_mm  # noqa: F401
-    from mmengine.registry import init_default_scope
-    from mmpretrain.registry import MODELS
-    cfg = Config.fromfile(str(REPO / 'configs' / config))
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    return cfg, MODELS.build(cfg.model)
-
-
 def test_every_table_config_is_listed():
     assert {c for c in CLS_CONFIGS if c.endswith('_in1k.py')} == set(TABLE2)
 
 
 @pytest.mark.parametrize('config', CLS_CONFIGS)
 def test_config_builds(config):
-    cfg, model = build_classifier(config)
+    cfg, model = build_from_config(config)
     assert type(model).__name__ == 'ImageClassifier'
     assert type(model.backbone).__name__ == 'PVT' and model.backbone.with_cls_token
     assert type(model.head).__name__ == 'LinearClsHead'
@@ -74,21 +62,13 @@ def test_config_builds(config):
 @pytest.mark.parametrize('config', sorted(TABLE2))
 def test_gflops_match_table2(config):
     from pvt_mm.flops import classifier_flops
-    _, model = build_classifier(config)
+    _, model = build_from_config(config)
     gflops = classifier_flops(model, (224, 224)) / 1e9
     paper = TABLE2[config][1]
     assert abs(gflops - paper) / paper <= 0.05, f'{gflops:.3f} GFLOPs vs paper {paper}'
 
 
 # ------------------------------------------------------------------ end to end on CPU
-@pytest.fixture(scope='module')
-def imagenet_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('data') / 'imagenet_tiny'
-    subprocess.run([PYTHON, 'tools/misc/make_imagenet_tiny.py', '--out', str(root),
-                    '--train', '4', '--val', '2'], cwd=REPO, check=True)
-    return root
-
-
 def test_generated_data_is_imagenet_layout(imagenet_root):
     from mmpretrain.datasets import ImageNet
     train = ImageNet(data_root=str(imagenet_root), split='train', pipeline=[])
@@ -106,22 +86,16 @@ def _options(root: Path) -> list:
             for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
         'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1',
         'train_dataloader.batch_size=4', 'val_dataloader.batch_size=4',
-        'test_dataloader.batch_size=4', 'default_hooks.logger.interval=1',
-        *(f'{loader}.{key}' for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
-          for key in ('num_workers=0', 'persistent_workers=False'))]
+        'test_dataloader.batch_size=4', 'default_hooks.logger.interval=1', *no_worker_options()]
 
 
 @pytest.fixture(scope='module')
 def trained(imagenet_root, tmp_path_factory):
     """A classifier checkpoint from a real 2-process (gloo) tools/dist_train.sh run."""
     work = tmp_path_factory.mktemp('cls') / 'ddp'
-    env = dict(os.environ, PORT=str(30500 + os.getpid() % 1000), OMP_NUM_THREADS='1',
-               PYTHONUNBUFFERED='1')
-    result = subprocess.run(['bash', 'tools/dist_train.sh', TINY_CONFIG, '2', '--work-dir',
-                             str(work), '--cfg-options', *_options(imagenet_root)], cwd=REPO,
-                            capture_output=True, text=True, env=env, timeout=900)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-5000:]
+    out = run_tool(['tools/dist_train.sh', TINY_CONFIG, '2', '--work-dir', work,
+                    '--cfg-options', *_options(imagenet_root)],
+                   env=dict(PORT=str(30500 + os.getpid() % 1000))).output
     return work, out
 
 
@@ -137,13 +111,8 @@ def test_dist_train_two_cpu_processes_reports_top1(trained):
 
 def test_test_tool_reports_top1(trained, imagenet_root):
     work, _ = trained
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-    result = subprocess.run([PYTHON, 'tools/test.py', TINY_CONFIG, str(work / 'epoch_1.pth'),
-                             '--work-dir', str(work / 'test'), '--cfg-options',
-                             *_options(imagenet_root)], cwd=REPO, capture_output=True, text=True,
-                            env=env, timeout=600)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-4000:]
+    out = run_tool(['tools/test.py', TINY_CONFIG, work / 'epoch_1.pth', '--work-dir',
+                    work / 'test', '--cfg-options', *_options(imagenet_root)], timeout=600).output
     top1 = json.loads((work / 'test' / 'test_metrics.json').read_text())['accuracy/top1']
     assert 0.0 <= top1 <= 100.0
     assert re.search(rf'accuracy/top1: {top1:.4f}', out), out[-2000:]

@@ -1,32 +1,17 @@
 """Performance work must not change the model: pvt_mm == mmdet's PVT with the same weights,
 finite under AMP, compilable without graph breaks; and the analysis tools run end to end.
 Speed itself is reported by tools/analysis/benchmark_backbone.py, never asserted here."""
-import importlib.util
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from official_pvt import OfficialPVT
 from pvt_mm import PVT
-from pvt_mm.checkpoint import convert_official_keys
+from pvt_mm.flops import count_complexity
+from pvt_mm.models.backbones.pvt_convert import convert_official_keys, to_official_keys
 
-REPO = Path(__file__).resolve().parents[1]
-ANALYSIS = REPO / 'tools' / 'analysis'
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f'_tool_{name}', ANALYSIS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ANALYSIS))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ANALYSIS))
-    return module
+from .conftest import load_tool, run_tool
+from .official_pvt import OfficialPVT
 
 
 @pytest.fixture(scope='module')
@@ -55,20 +40,18 @@ def test_same_outputs_as_mmdet_pvt_with_official_weights(official_and_ours, size
             torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
-def _grads_in_mmdet_layout(bench, model):
+def _grads_in_mmdet_layout(model):
     """pvt_mm's parameter gradients renamed/reshaped exactly as its weights go to mmdet."""
-    from types import SimpleNamespace
-
     from mmdet.models.backbones.pvt import pvt_convert
     grads = {name: p.grad for name, p in model.named_parameters()}
-    return pvt_convert(bench.official_state_dict(SimpleNamespace(state_dict=lambda: grads)))
+    return pvt_convert(to_official_keys(grads))
 
 
 @pytest.mark.parametrize('threads', [1, 2, 5])
 def test_training_gradients_equal_mmdet_pvt(threads):
     """The training fast path (query groups sized by the thread count) keeps every
     gradient equal to the reference implementation's, whatever the thread count."""
-    bench = _tool('benchmark_backbone')
+    bench = load_tool('tools/analysis/benchmark_backbone.py')
     torch.manual_seed(0)
     models = bench.build_models('tiny', 'cpu')
     ours, ref = models['pvt_mm'], models['mmdet_pvt']
@@ -85,7 +68,7 @@ def test_training_gradients_equal_mmdet_pvt(threads):
     finally:
         torch.set_num_threads(before)
     expected = dict(ref.named_parameters())
-    converted = _grads_in_mmdet_layout(bench, ours)
+    converted = _grads_in_mmdet_layout(ours)
     assert converted.keys() == expected.keys()
     for name, grad in converted.items():
         torch.testing.assert_close(grad, expected[name].grad, atol=1e-5, rtol=1e-3, msg=name)
@@ -149,11 +132,11 @@ def test_ffn_paths_chunked_without_autograd_whole_with_it():
     assert calls[6:] == [] and ffn.fc1.weight.grad is not None
 
 
-def test_benchmark_official_layout_round_trips():
-    """The tool's pvt_mm -> official mapping is the exact inverse of pvt_mm's loader."""
-    bench = _tool('benchmark_backbone')
+def test_official_layout_round_trips():
+    """pvt_mm -> official mapping (the benchmark's input to mmdet) is the exact inverse of
+    pvt_mm's loader."""
     model = PVT(arch='tiny')
-    official = bench.official_state_dict(model)
+    official = to_official_keys(model.state_dict())
     assert 'block4.1.attn.kv.weight' in official and 'pos_embed1' in official
     back = convert_official_keys(official)
     assert back.keys() == model.state_dict().keys()
@@ -239,10 +222,9 @@ def test_no_graph_breaks_under_dynamo(training):
 
 def test_sdpa_flops_handle_counts_attention_matmuls():
     """mmengine skips SDPA; the tool's handle adds exactly N * N_k * 2C per layer."""
-    flops = _tool('get_flops')
     model = PVT(arch='tiny').eval()
     with torch.no_grad():
-        res = flops.count(model, (torch.randn(1, 3, 224, 224),))['']
+        res = count_complexity(model, (torch.randn(1, 3, 224, 224),))['']
     expected = 0
     for stride, sr, dims, depth in zip((4, 8, 16, 32), (8, 4, 2, 1), (64, 128, 320, 512),
                                        (2, 2, 2, 2)):
@@ -253,16 +235,9 @@ def test_sdpa_flops_handle_counts_attention_matmuls():
     assert res['params'] == sum(p.numel() for p in model.parameters())
 
 
-def _run(args, timeout=300):
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
-
-
 def test_get_flops_runs_on_a_detection_config():
-    out = _run([str(ANALYSIS / 'get_flops.py'), 'configs/retinanet/pvt_tiny_fpn_1x_coco.py',
-                '--shape', '64', '64'])
+    out = run_tool(['tools/analysis/get_flops.py', 'configs/retinanet/pvt_tiny_fpn_1x_coco.py',
+                    '--shape', '64', '64'], timeout=300).stdout
     rows = [ln for ln in out.splitlines() if ln.startswith('| model') or ln.startswith('| backbone')]
     assert len(rows) == 2, out
     for row in rows:
@@ -274,9 +249,9 @@ def test_get_flops_runs_on_a_detection_config():
 
 def test_benchmark_backbone_runs_end_to_end(tmp_path):
     out_json = tmp_path / 'bench.json'
-    out = _run([str(ANALYSIS / 'benchmark_backbone.py'), '--arch', 'tiny', '--shape', '64', '64',
-                '--repeat', '1', '--warmup', '0', '--modes', 'infer', 'train',
-                '--json', str(out_json)])
+    out = run_tool(['tools/analysis/benchmark_backbone.py', '--arch', 'tiny', '--shape', '64', '64',
+                    '--repeat', '1', '--warmup', '0', '--modes', 'infer', 'train',
+                    '--json', out_json], timeout=300).stdout
     assert 'same weights (fp32, max |diff|' in out and ': OK' in out
     assert 'time ours/mmdet' in out and 'mem ours/mmdet' in out
     data = json.loads(out_json.read_text())

@@ -2,11 +2,11 @@
 mmseg and mmpretrain scopes. Each case runs in a fresh interpreter that never imports
 pvt_mm itself, so only the config's custom_imports can have registered PVT."""
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from .conftest import run_tool
 
 HEADER = "custom_imports = dict(imports=['pvt_mm'], allow_failed_imports=False)\n"
 
@@ -76,14 +76,18 @@ PROBE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize('scope', sorted(CONFIGS))
-def test_custom_imports_build_pvt_in_scope(scope, tmp_path):
-    config = tmp_path / f'{scope}_pvt.py'
-    config.write_text(HEADER + textwrap.dedent(CONFIGS[scope]))
+def _probe(tmp_path, config_text: str):
+    """Build ``config_text``'s model in a fresh interpreter (see PROBE)."""
+    config = tmp_path / 'pvt_config.py'
+    config.write_text(config_text)
     probe = tmp_path / 'probe.py'
     probe.write_text(PROBE)
-    result = subprocess.run([sys.executable, str(probe), str(config)], capture_output=True,
-                            text=True, timeout=300)
+    return run_tool([probe, config], check=False, timeout=300)
+
+
+@pytest.mark.parametrize('scope', sorted(CONFIGS))
+def test_custom_imports_build_pvt_in_scope(scope, tmp_path):
+    result = _probe(tmp_path, HEADER + textwrap.dedent(CONFIGS[scope]))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report['backbone'] == 'pvt_mm.models.backbones.pvt.PVT'
@@ -96,12 +100,7 @@ def test_custom_imports_build_pvt_in_scope(scope, tmp_path):
 
 
 def test_without_custom_imports_pvt_is_unknown(tmp_path):
-    config = tmp_path / 'plain.py'
-    config.write_text(textwrap.dedent(CONFIGS['mmpretrain']))
-    probe = tmp_path / 'probe.py'
-    probe.write_text(PROBE)
-    result = subprocess.run([sys.executable, str(probe), str(config)], capture_output=True,
-                            text=True, timeout=300)
+    result = _probe(tmp_path, textwrap.dedent(CONFIGS['mmpretrain']))
     assert result.returncode != 0 and 'PVT is not in the' in result.stderr
 
 

@@ -4,37 +4,23 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
+from .conftest import PYTHON, REPO, build_from_config, no_worker_options, run_tool, shapes_options
+
 CONFIG = 'configs/retinanet/pvt_tiny_fpn_shapes.py'
 
 
-@pytest.fixture(scope='module')
-def shapes_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('data') / 'shapes_coco'
-    subprocess.run([PYTHON, 'tools/misc/make_shapes_coco.py', '--out', str(root),
-                    '--train', '4', '--val', '2'], cwd=REPO, check=True)
-    return root
-
-
 def _options(root: Path, epochs: int) -> list:
-    return [f'train_dataloader.dataset.data_root={root}/', f'val_dataloader.dataset.data_root={root}/',
-            f'test_dataloader.dataset.data_root={root}/',
-            f'val_evaluator.ann_file={root}/annotations/instances_val2017.json',
-            f'test_evaluator.ann_file={root}/annotations/instances_val2017.json',
-            'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
-            'train_dataloader.persistent_workers=False', 'val_dataloader.num_workers=0',
-            'val_dataloader.persistent_workers=False', f'train_cfg.max_epochs={epochs}',
-            'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=1',
-            'default_hooks.checkpoint.max_keep_ckpts=-1', 'default_hooks.logger.interval=1',
-            'randomness.seed=0', 'randomness.deterministic=True']
+    return shapes_options(root) + no_worker_options('train_dataloader', 'val_dataloader') + [
+        'train_dataloader.batch_size=2', f'train_cfg.max_epochs={epochs}',
+        'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=1',
+        'default_hooks.checkpoint.max_keep_ckpts=-1', 'default_hooks.logger.interval=1',
+        'randomness.seed=0', 'randomness.deterministic=True']
 
 
 def _env():
@@ -42,12 +28,8 @@ def _env():
 
 
 def _train(work: Path, options: list, *extra: str, check: bool = True):
-    result = subprocess.run([PYTHON, 'tools/train.py', CONFIG, '--work-dir', str(work), *extra,
-                             '--cfg-options', *options], cwd=REPO, capture_output=True,
-                            text=True, env=_env(), timeout=900)
-    if check:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+    return run_tool(['tools/train.py', CONFIG, '--work-dir', work, *extra, '--cfg-options',
+                     *options], check=check)
 
 
 def _weights(path: Path) -> dict:
@@ -138,8 +120,7 @@ def test_crafted_pickle_refused_by_resume_load_from_and_test(shapes_root, tmp_pa
         result = _train(tmp_path / 'work', options, *extra, check=False)
         assert result.returncode != 0
         assert 'Refused to load' in result.stderr and 'Traceback' not in result.stderr
-    result = subprocess.run([PYTHON, 'tools/test.py', CONFIG, str(evil), '--cfg-options', *opts],
-                            cwd=REPO, capture_output=True, text=True, env=_env())
+    result = run_tool(['tools/test.py', CONFIG, evil, '--cfg-options', *opts], check=False)
     assert result.returncode != 0 and 'Refused to load' in result.stderr
     assert not marker.exists()
 
@@ -192,14 +173,13 @@ def test_resume_after_a_ddp_worker_dies(shapes_root, tmp_path):
     work = tmp_path / 'ddp'
     options = _options(shapes_root, 2) + ['train_dataloader.batch_size=1',
                                           'randomness.deterministic=False']
-    env = dict(_env(), PORT=str(29600 + os.getpid() % 300),
+    env = dict(PORT=str(29600 + os.getpid() % 300),
                PYTHONPATH=f"{REPO / 'tests'}:{os.environ.get('PYTHONPATH', '')}")
     start = time.time()
-    result = subprocess.run(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir', str(work),
-                             '--cfg-options', *options], cwd=REPO, capture_output=True, text=True,
-                            env=env, timeout=600)
+    result = run_tool(['tools/dist_train.sh', config, '2', '--work-dir', work, '--cfg-options',
+                       *options], check=False, env=env, timeout=600)
     elapsed = time.time() - start
-    out = result.stdout + result.stderr
+    out = result.output
     assert result.returncode != 0, out[-3000:]
     assert 'rank 1 dies at iteration 4' in out
     assert 'exitcode' in out and '3' in out  # torchrun names the failed worker and its code
@@ -207,10 +187,9 @@ def test_resume_after_a_ddp_worker_dies(shapes_root, tmp_path):
     assert (work / 'epoch_1.pth').is_file() and not (work / 'epoch_2.pth').exists(), out[-4000:]
     # Resume the same job without the fault: it continues from epoch 1 and completes.
     env['PORT'] = str(int(env['PORT']) + 1)
-    result = subprocess.run(['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(work),
-                             '--resume', '--cfg-options', *options], cwd=REPO, capture_output=True,
-                            text=True, env=env, timeout=600)
-    out = result.stdout + result.stderr
+    result = run_tool(['tools/dist_train.sh', CONFIG, '2', '--work-dir', work, '--resume',
+                       '--cfg-options', *options], check=False, env=env, timeout=600)
+    out = result.output
     assert result.returncode == 0, out[-3000:]
     assert 'resumed epoch: 1, iter: 2' in out
     assert (work / 'epoch_2.pth').is_file()
@@ -218,15 +197,10 @@ def test_resume_after_a_ddp_worker_dies(shapes_root, tmp_path):
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 def test_autocast_training_step_on_embedded_data_stays_finite(shapes_root, dtype):
-    import pvt_mm  # noqa: F401
-    from mmdet.registry import DATASETS, MODELS
-    from mmengine.config import Config
+    from mmdet.registry import DATASETS
     from mmengine.dataset import pseudo_collate
-    from mmengine.registry import init_default_scope
-    cfg = Config.fromfile(str(REPO / CONFIG))
-    init_default_scope('mmdet')
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
+    cfg, model = build_from_config(CONFIG)
     model.init_weights()
     model.train()
     dataset_cfg = cfg.train_dataloader.dataset
@@ -253,6 +227,5 @@ def test_bad_input_backbone_checkpoint_given_as_a_whole_model(shapes_root, tmp_p
         result = _train(tmp_path / 'work', options, *extra, check=False)
         assert result.returncode != 0
         assert 'holds PVT backbone weights' in result.stderr and 'init_cfg' in result.stderr
-    result = subprocess.run([PYTHON, 'tools/test.py', CONFIG, str(backbone), '--cfg-options', *opts],
-                            cwd=REPO, capture_output=True, text=True, env=_env())
+    result = run_tool(['tools/test.py', CONFIG, backbone, '--cfg-options', *opts], check=False)
     assert result.returncode != 0 and 'holds PVT backbone weights' in result.stderr

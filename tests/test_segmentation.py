@@ -2,18 +2,12 @@
 and GFLOPs, and the model trains and reports mIoU through tools/train.py and tools/test.py
 on the embedded ADE20K-layout data."""
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from mmengine.config import Config
 
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
+from .conftest import REPO, build_from_config, load_tool, no_worker_options, run_tool
 
 # Paper Table 5: Semantic FPN on ADE20K, (M params, GFLOPs at 512x512).
 TABLE5 = {
@@ -27,22 +21,13 @@ SEG_CONFIGS = sorted(str(p.relative_to(REPO / 'configs'))
 TINY_CONFIG = 'configs/semfpn/pvt_tiny_fpn_ade20k_tiny.py'
 
 
-def build_segmentor(config: str):
-    import pvt_mm  # noqa: F401
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-    cfg = Config.fromfile(str(REPO / 'configs' / config))
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    return cfg, MODELS.build(cfg.model)
-
-
 def test_every_table_config_is_listed():
     assert {c for c in SEG_CONFIGS if c.endswith('_ade20k.py')} == set(TABLE5)
 
 
 @pytest.mark.parametrize('config', SEG_CONFIGS)
 def test_config_builds(config):
-    cfg, model = build_segmentor(config)
+    cfg, model = build_from_config(config)
     assert type(model).__name__ == 'EncoderDecoder'
     assert type(model.backbone).__name__ == 'PVT'
     assert type(model.neck).__name__ == 'FPN' and type(model.decode_head).__name__ == 'FPNHead'
@@ -93,7 +78,7 @@ def test_gflops_match_table5(config):
     5 % of the paper. Without them the count is more than 5 % low."""
     from mmengine.model import revert_sync_batchnorm
     from pvt_mm.flops import count_flops
-    cfg, model = build_segmentor(config)
+    cfg, model = build_from_config(config)
     model = revert_sync_batchnorm(model).eval()
     total, by_op = count_flops(model, (torch.rand(1, 3, 512, 512), ))
     attention = by_op['scaled_dot_product_attention']
@@ -133,14 +118,6 @@ def test_sdpa_handle_equals_counting_explicit_matmuls():
 
 
 # ------------------------------------------------------------------ end to end on CPU
-@pytest.fixture(scope='module')
-def ade_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('data') / 'ade20k_tiny'
-    subprocess.run([PYTHON, 'tools/misc/make_ade20k_tiny.py', '--out', str(root),
-                    '--train', '4', '--val', '2'], cwd=REPO, check=True)
-    return root
-
-
 def test_generated_data_is_ade20k_layout(ade_root):
     import numpy as np
     from mmseg.datasets import ADE20KDataset
@@ -157,24 +134,15 @@ def test_generated_data_is_ade20k_layout(ade_root):
         img_path='images/validation', seg_map_path='annotations/validation'), pipeline=[])
     assert len(dataset) == 2 and dataset.reduce_zero_label
     # The generator's class ids are ADE20K's.
-    sys.path.insert(0, str(REPO / 'tools' / 'misc'))
-    from make_ade20k_tiny import ADE_IDS
+    ADE_IDS = load_tool('tools/misc/make_ade20k_tiny.py').ADE_IDS
     classes = [c.strip() for c in ADE20KDataset.METAINFO['classes']]
     assert {name: classes.index(name) + 1 for name in ADE_IDS} == ADE_IDS
     assert set(np.unique(label)) <= {0, *ADE_IDS.values()}
     # Deterministic: the same seed gives the same bytes.
     again = ade_root.parent / 'again'
-    subprocess.run([PYTHON, 'tools/misc/make_ade20k_tiny.py', '--out', str(again),
-                    '--train', '4', '--val', '2'], cwd=REPO, check=True)
+    run_tool(['tools/misc/make_ade20k_tiny.py', '--out', again, '--train', '4', '--val', '2'])
     assert (again / 'annotations/training/ADE_train_00000003.png').read_bytes() == \
         (ade_root / 'annotations/training/ADE_train_00000003.png').read_bytes()
-
-
-def _run(args, **kwargs):
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, **kwargs)
-    assert result.returncode == 0, (result.stdout[-4000:] + result.stderr[-4000:])
-    return result.stdout + result.stderr
 
 
 def test_semantic_fpn_trains_and_reports_miou(ade_root, tmp_path):
@@ -182,17 +150,15 @@ def test_semantic_fpn_trains_and_reports_miou(ade_root, tmp_path):
     options = [f'{loader}.dataset.data_root={ade_root}/'
                for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
         'train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
-        'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1',
-        *(f'{loader}.{key}' for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
-          for key in ('num_workers=0', 'persistent_workers=False'))]
-    out = _run([PYTHON, 'tools/train.py', TINY_CONFIG, '--work-dir', str(work), '--cfg-options',
-                *options], timeout=900)
+        'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1', *no_worker_options()]
+    out = run_tool(['tools/train.py', TINY_CONFIG, '--work-dir', work, '--cfg-options', *options],
+                   timeout=900).output
     assert re.search(r'Iter\(train\) \[2/2\].*decode\.loss_ce: [\d.]+', out), out[-3000:]
     assert re.search(r'Iter\(val\) \[2/2\].*mIoU: [\d.]+', out), out[-3000:]
     ckpt = work / 'iter_2.pth'
     assert ckpt.is_file()
-    out = _run([PYTHON, 'tools/test.py', TINY_CONFIG, str(ckpt), '--work-dir', str(work / 'test'),
-                '--show-dir', str(work / 'show'), '--cfg-options', *options], timeout=600)
+    out = run_tool(['tools/test.py', TINY_CONFIG, ckpt, '--work-dir', work / 'test',
+                    '--show-dir', work / 'show', '--cfg-options', *options], timeout=600).output
     metrics = json.loads((work / 'test' / 'test_metrics.json').read_text())
     assert 0.0 <= metrics['mIoU'] <= 100.0 and 0.0 <= metrics['aAcc'] <= 100.0
     assert re.search(rf"mIoU: {metrics['mIoU']:.4f}", out)

@@ -3,13 +3,10 @@ training-curve plots, the mim model index, and pvt_mm used from an unmodified mm
 
 One tiny RetinaNet run (module fixture) provides a real checkpoint and a real mmengine log.
 """
-import importlib.util
 import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,38 +15,11 @@ import torch
 import yaml
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
+from .conftest import (PYTHON, REPO, build_from_config, load_tool, no_worker_options, run_tool,
+                       shapes_options)
 SHAPES_CONFIG = 'configs/retinanet/pvt_tiny_fpn_shapes.py'
 FAMILIES = ('retinanet', 'mask_rcnn', 'detr', 'semfpn', 'classification')
 SMALL_DATA_SUFFIXES = ('_shapes.py', '_tiny.py')  # smoke-test configs, not in the model index
-
-
-def _env():
-    return dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-
-
-def _run(args, timeout=600):
-    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=_env(),
-                            timeout=timeout)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return result.stdout + result.stderr
-
-
-def _tool(relpath: str):
-    """Import a tools/ script as a module (its main(argv) is then called in-process)."""
-    name = 'tool_' + re.sub(r'\W', '_', relpath)
-    spec = importlib.util.spec_from_file_location(name, REPO / relpath)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _data_options(root: Path) -> list:
-    return [f'train_dataloader.dataset.data_root={root}/', f'val_dataloader.dataset.data_root={root}/',
-            f'test_dataloader.dataset.data_root={root}/',
-            f'val_evaluator.ann_file={root}/annotations/instances_val2017.json',
-            f'test_evaluator.ann_file={root}/annotations/instances_val2017.json']
 
 
 def _differs(drawn: Path, original: Path) -> float:
@@ -61,22 +31,13 @@ def _differs(drawn: Path, original: Path) -> float:
 
 
 @pytest.fixture(scope='module')
-def shapes_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('data') / 'shapes_coco'
-    _run([PYTHON, 'tools/misc/make_shapes_coco.py', '--out', str(root), '--train', '4', '--val', '2'])
-    return root
-
-
-@pytest.fixture(scope='module')
 def trained(shapes_root, tmp_path_factory):
     """A 1-epoch RetinaNet + PVT-Tiny run: (work_dir, checkpoint)."""
     work = tmp_path_factory.mktemp('work') / 'retinanet'
-    _run([PYTHON, 'tools/train.py', SHAPES_CONFIG, '--work-dir', str(work), '--cfg-options',
-          *_data_options(shapes_root), 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-          'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
-          'train_dataloader.persistent_workers=False', 'val_dataloader.num_workers=0',
-          'val_dataloader.persistent_workers=False', 'default_hooks.logger.interval=1',
-          'model.test_cfg.score_thr=0.0'], timeout=900)
+    run_tool(['tools/train.py', SHAPES_CONFIG, '--work-dir', work, '--cfg-options',
+              *shapes_options(shapes_root), 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+              'train_dataloader.batch_size=2', *no_worker_options('train_dataloader', 'val_dataloader'),
+              'default_hooks.logger.interval=1', 'model.test_cfg.score_thr=0.0'], timeout=900)
     ckpt = work / 'epoch_1.pth'
     assert ckpt.is_file()
     return work, ckpt
@@ -87,9 +48,10 @@ def test_demo_draws_detections_on_a_folder(trained, shapes_root, tmp_path):
     _, ckpt = trained
     out_dir = tmp_path / 'vis'
     # An untrained detector scores low: keep every box and draw them all.
-    log = _run([PYTHON, 'tools/demo.py', str(shapes_root / 'val2017'), SHAPES_CONFIG, str(ckpt),
-                '--out-dir', str(out_dir), '--score-thr', '0',
-                '--cfg-options', 'model.test_cfg.score_thr=0.0', 'model.test_cfg.max_per_img=5'])
+    log = run_tool(['tools/demo.py', shapes_root / 'val2017', SHAPES_CONFIG, ckpt,
+                    '--out-dir', out_dir, '--score-thr', '0', '--cfg-options',
+                    'model.test_cfg.score_thr=0.0', 'model.test_cfg.max_per_img=5'],
+                   timeout=600).output
     inputs = sorted((shapes_root / 'val2017').glob('*.jpg'))
     assert len(inputs) == 2 and '2/2' in log  # the progress bar went through both images
     for image in inputs:
@@ -110,7 +72,7 @@ def test_demo_video(trained, shapes_root, tmp_path):
         writer.write(frame)
     writer.release()
     out_dir = tmp_path / 'vis'
-    demo = _tool('tools/demo.py')
+    demo = load_tool('tools/demo.py')
     assert demo.main([str(video), SHAPES_CONFIG, str(ckpt), '--out-dir', str(out_dir),
                       '--score-thr', '0', '--cfg-options', 'model.test_cfg.score_thr=0.0',
                       'model.test_cfg.max_per_img=3']) == 0
@@ -125,20 +87,14 @@ def test_demo_video(trained, shapes_root, tmp_path):
 
 def test_demo_segmentation(shapes_root, tmp_path):
     """mmseg configs go through MMSegInferencer and draw a segmentation map."""
-    import pvt_mm  # noqa: F401
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
     config = 'configs/semfpn/pvt_tiny_fpn_ade20k_tiny.py'
-    cfg = Config.fromfile(str(REPO / config))
-    init_default_scope('mmseg')
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
+    cfg, model = build_from_config(config)
     model.init_weights()
     ckpt = tmp_path / 'semfpn.pth'
     torch.save({'state_dict': model.state_dict()}, ckpt)
     image = sorted((shapes_root / 'val2017').glob('*.jpg'))[0]
-    demo = _tool('tools/demo.py')
+    demo = load_tool('tools/demo.py')
     assert demo.main([str(image), str(REPO / config), str(ckpt), '--out-dir', str(tmp_path / 'vis'),
                       '--opacity', '0.6']) == 0
     drawn = tmp_path / 'vis' / f'{image.stem}.png'
@@ -151,7 +107,7 @@ def test_demo_segmentation(shapes_root, tmp_path):
 
 def test_demo_errors_are_clear(trained, shapes_root, tmp_path, capsys):
     _, ckpt = trained
-    demo = _tool('tools/demo.py')
+    demo = load_tool('tools/demo.py')
     image = str(sorted((shapes_root / 'val2017').glob('*.jpg'))[0])
     junk = tmp_path / 'junk.jpg'
     junk.write_text('not an image')
@@ -179,7 +135,7 @@ def test_demo_errors_are_clear(trained, shapes_root, tmp_path, capsys):
 # ------------------------------------------------------------------ visualize_pyramid.py
 def test_visualize_pyramid_random_and_trained(trained, shapes_root, tmp_path):
     _, ckpt = trained
-    tool = _tool('tools/analysis/visualize_pyramid.py')
+    tool = load_tool('tools/analysis/visualize_pyramid.py')
     image = str(sorted((shapes_root / 'val2017').glob('*.jpg'))[0])
     plain, attn = tmp_path / 'plain.png', tmp_path / 'attn.png'
     assert tool.main([image, SHAPES_CONFIG, '--out', str(plain), '--size', '256']) == 0
@@ -193,13 +149,14 @@ def test_visualize_pyramid_random_and_trained(trained, shapes_root, tmp_path):
 
 
 def test_pyramid_matches_the_backbone_and_explicit_attention_matches_sdpa():
-    """The tool re-runs the stages by hand and recomputes SRA explicitly: both must agree
-    with the model's own (fused) forward."""
-    tool = _tool('tools/analysis/visualize_pyramid.py')
+    """The pyramid comes from the backbone's own forward and SRA is recomputed explicitly
+    from its modules: both must agree with the model's own (fused) forward."""
+    from pvt_mm.models.attention_maps import pyramid, sra_attention
+    tool = load_tool('tools/analysis/visualize_pyramid.py')
     torch.manual_seed(0)
     backbone, _ = tool.build_backbone(str(REPO / SHAPES_CONFIG))
     img = torch.randn(1, 3, 96, 128)
-    stages = tool.pyramid(backbone, img, query_xy=(50.0, 30.0), layer=0)
+    stages = pyramid(backbone, img, query_xy=(50.0, 30.0), layer=0)
     with torch.no_grad():
         outs = backbone(img)
     assert len(stages) == 4
@@ -214,14 +171,14 @@ def test_pyramid_matches_the_backbone_and_explicit_attention_matches_sdpa():
         layer = stage.layers[0]
         x = torch.randn(2, 12 * 16, layer.attn.q.in_features)
         with torch.no_grad():
-            weights, v, _ = tool.sra_attention(layer.attn, x, (12, 16))
+            weights, v, _ = sra_attention(layer.attn, x, (12, 16))
             explicit = layer.attn.proj((weights @ v).transpose(1, 2).reshape(x.shape))
             fused = layer.attn(x, (12, 16))
         torch.testing.assert_close(explicit, fused, atol=1e-5, rtol=1e-4)
 
 
 def test_visualize_pyramid_errors(shapes_root, tmp_path, capsys):
-    tool = _tool('tools/analysis/visualize_pyramid.py')
+    tool = load_tool('tools/analysis/visualize_pyramid.py')
     image = str(sorted((shapes_root / 'val2017').glob('*.jpg'))[0])
     out = str(tmp_path / 'p.png')
     cases = [
@@ -240,7 +197,7 @@ def test_visualize_pyramid_errors(shapes_root, tmp_path, capsys):
 # ------------------------------------------------------------------ analyze_logs.py
 def test_plot_curves_from_a_real_work_dir(trained, tmp_path, capsys):
     work, _ = trained
-    tool = _tool('tools/analysis/analyze_logs.py')
+    tool = load_tool('tools/analysis/analyze_logs.py')
     scalars = sorted(work.glob('*/vis_data/scalars.json'))
     assert len(scalars) == 1
     records = [json.loads(line) for line in scalars[0].read_text().splitlines() if line.strip()]
@@ -305,14 +262,9 @@ def test_model_index_lists_every_config():
 def test_model_index_parameters_match_the_configs():
     """Spot-check the Parameters metadata against a built model (the smallest of each
     detection family; the test suites of each family check the paper's counts)."""
-    import pvt_mm  # noqa: F401
-    from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
     models = {m['Config']: m for meta in _load_index().values() for m in meta['Models']}
     for config in ('configs/retinanet/pvt_tiny_fpn_1x_coco.py', 'configs/semfpn/pvt_tiny_fpn_80k_ade20k.py'):
-        cfg = Config.fromfile(str(REPO / config))
-        init_default_scope(cfg.default_scope)
-        built = MODELS.build(cfg.model)
+        _, built = build_from_config(config)
         assert sum(p.numel() for p in built.parameters()) == models[config]['Metadata']['Parameters']
 
 
@@ -338,8 +290,8 @@ def test_pip_install_ships_the_mim_extension(tmp_path):
                                     '*.egg-info', '.mim', '__pycache__', '.pytest_cache', '*.pth')
     shutil.copytree(REPO, src, ignore=ignore, symlinks=True)
     target = tmp_path / 'target'
-    _run([PYTHON, '-m', 'pip', 'install', str(src), '--no-deps', '--no-build-isolation',
-          '--no-index', '--quiet', '--target', str(target)], timeout=300)
+    run_tool([PYTHON, '-m', 'pip', 'install', src, '--no-deps', '--no-build-isolation',
+              '--no-index', '--quiet', '--target', target], timeout=300)
     mim = target / 'pvt_mm' / '.mim'
     assert (mim / 'model-index.yml').read_text() == (REPO / 'model-index.yml').read_text()
     for meta in _load_index().values():
@@ -396,7 +348,7 @@ test_cfg = None
 default_hooks = dict(logger=dict(interval=1))
 ''')
     work = tmp_path / 'work'
-    log = _run([PYTHON, 'tools/train.py', str(config), '--work-dir', str(work)], timeout=600)
+    log = run_tool(['tools/train.py', config, '--work-dir', work], timeout=600).output
     losses = [float(x) for x in re.findall(r'\bloss: ([\d.]+)', log)]
     assert len(losses) == 2 and all(np.isfinite(losses)), log[-3000:]  # 2 images / batch 1
     assert 'loss_rpn_cls' in log and 'loss_bbox' in log

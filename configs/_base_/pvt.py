@@ -12,3 +12,12 @@ pvt_pretrained = dict(
     medium='checkpoints/pvt_medium.pth',
     large='checkpoints/pvt_large.pth',
 )
+
+# The backbone of every dense-prediction config: a Table 1 preset giving four pyramid levels,
+# stochastic depth 0.1 and the official weights. `_delete_` drops the base model's ResNet
+# keys; variants change `arch` and the checkpoint. Every Table 1 variant has the same stage
+# widths, which the necks take.
+pvt_backbone = dict(
+    _delete_=True, type='PVT', arch='tiny', out_indices=(0, 1, 2, 3), drop_path_rate=0.1,
+    init_cfg=dict(type='Pretrained', checkpoint=pvt_pretrained['tiny']))
+pvt_stage_widths = [64, 128, 320, 512]

@@ -28,8 +28,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from get_flops import build_from_config, data_samples_for  # noqa: E402
+from pvt_mm.flops import data_samples_for
+from pvt_mm.runtime import build_from_config
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -164,7 +164,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     configs = [args.config, *args.compare]
     models, scopes = {}, {}
     for i, config in enumerate(configs):
-        model, cfg = build_from_config(resolve_config(config))
+        model, cfg = build_from_config(resolve_config(config), with_weights=False)
         if i == 0 and args.compile and hasattr(model, 'backbone'):
             model.backbone = torch.compile(model.backbone)
         name = os.path.splitext(os.path.basename(config.split('::')[-1]))[0]

@@ -33,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -44,24 +43,6 @@ DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
 # --------------------------------------------------------------------------- models
-def official_state_dict(model: nn.Module) -> 'OrderedDict[str, Tensor]':
-    """pvt_mm's state dict in the official PVT release layout (``patch_embed1``,
-    ``pos_embed1``, ``block1.0.attn.q`` ...), the input mmdet's ``pvt_convert`` expects."""
-    out = OrderedDict()
-    for key, value in model.state_dict().items():
-        parts = key.split('.')
-        stage = int(parts[1]) + 1
-        if parts[2] == 'patch_embed':
-            out[f'patch_embed{stage}.' + '.'.join(parts[3:])] = value
-        elif parts[2] == 'pos_embed':
-            out[f'pos_embed{stage}'] = value
-        elif parts[2] == 'layers':
-            out[f'block{stage}.' + '.'.join(parts[3:])] = value
-        else:
-            raise KeyError(f'No official name for {key!r} (dense-prediction PVT expected)')
-    return out
-
-
 def build_models(arch: str, device: str, seed: int = 0,
                  only: Optional[str] = None) -> Dict[str, nn.Module]:
     """pvt_mm's PVT, mmdet's PVT with the same weights, and mmdet's ResNet-50.
@@ -75,6 +56,7 @@ def build_models(arch: str, device: str, seed: int = 0,
     from mmdet.models.backbones import ResNet
     from mmdet.models.backbones.pvt import PyramidVisionTransformer, pvt_convert
     from pvt_mm import PVT
+    from pvt_mm.models.backbones.pvt_convert import to_official_keys
 
     if only == 'resnet50':
         resnet = ResNet(depth=50).to(device)
@@ -91,7 +73,7 @@ def build_models(arch: str, device: str, seed: int = 0,
         mlp_ratios=list(ours.arch['mlp_ratios']))
     if [ref.embed_dims * h for h in ref.num_heads] != list(ours.arch['embed_dims']):
         raise ValueError(f'mmdet PVT cannot express embed_dims {ours.arch["embed_dims"]}')
-    converted = pvt_convert(official_state_dict(ours))
+    converted = pvt_convert(to_official_keys(ours.state_dict()))
     result = ref.load_state_dict(converted, strict=True)
     assert not result.missing_keys and not result.unexpected_keys, result
     # torch's default init is fine for timing; mmdet's init_weights only adds log noise.

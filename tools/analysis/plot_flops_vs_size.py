@@ -2,7 +2,7 @@
 (the paper's Figure 6), counted with mmengine plus the attention matmuls.
 
 Convention: 1 multiply-add = 1 FLOP; square inputs; attention matmuls of SDPA included
-(see ``get_flops.py``). ViT-Small/16 is mmpretrain's ``VisionTransformer(arch='deit-small')``
+(see :mod:`pvt_mm.flops`). ViT-Small/16 is mmpretrain's ``VisionTransformer(arch='deit-small')``
 (its position embedding is resized to every input).
 
 Example::
@@ -12,14 +12,12 @@ Example::
 import argparse
 import json
 import os
-import sys
 from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from get_flops import count  # noqa: E402
+from pvt_mm.flops import count_complexity
 
 
 def backbones() -> Dict[str, Callable[[], nn.Module]]:
@@ -43,7 +41,8 @@ def flops_table(sizes: List[int]) -> Dict[str, List[float]]:
         model = build()
         model.eval()
         with torch.no_grad():
-            table[name] = [count(model, (torch.randn(1, 3, s, s),))['']['flops_with_attention'] / 1e9
+            table[name] = [count_complexity(model, (torch.randn(1, 3, s, s),))['']['flops_with_attention']
+                           / 1e9
                            for s in sizes]
         print(name, ' '.join(f'{s}:{g:.1f}' for s, g in zip(sizes, table[name])), flush=True)
     return table

@@ -12,14 +12,14 @@ attention of one encoder layer (``--layer``, the last by default), averaged over
 drawn over the image. Keys of a stage live on its grid shrunk R x R times (R = 8, 4, 2, 1),
 which is what the blocks in the picture show.
 
-The attention is computed here, explicitly, from the layer's own ``q`` / ``kv`` / ``sr`` /
-``norm`` projections (the model itself runs fused scaled-dot-product attention and never
-materialises the matrix). Works with any config whose backbone is pvt_mm's ``PVT``
+The attention is computed explicitly from the layer's own ``q`` / ``kv`` projections and
+reduction, while the backbone runs its own forward (:mod:`pvt_mm.models.attention_maps`;
+the model itself runs fused scaled-dot-product attention and never materialises the
+matrix). Works with any config whose backbone is pvt_mm's ``PVT``
 (detection, segmentation, classification); without a checkpoint the backbone is randomly
 initialised. The PNG is written to a temporary name and renamed.
 """
 import argparse
-import math
 import os
 import os.path as osp
 import sys
@@ -31,6 +31,8 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from pvt_mm.models.attention_maps import pyramid
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -51,7 +53,8 @@ def build_backbone(config: str, checkpoint: Optional[str] = None):
     from mmengine.registry import MODELS, init_default_scope
 
     import pvt_mm
-    from pvt_mm.checkpoint import CheckpointError, load_pretrained
+    from pvt_mm.checkpoint import CheckpointError
+    from pvt_mm.models.backbones.pvt_convert import load_pretrained
 
     if not osp.isfile(config):
         raise PyramidError(f'config file {config!r} does not exist')
@@ -93,84 +96,6 @@ def preprocess(rgb: np.ndarray, cfg, size: int) -> Tuple[torch.Tensor, Tuple[int
         img = img.flip(1)
     img = (img - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     return img, (new_h, new_w)
-
-
-def sra_attention(attn, x: torch.Tensor, hw: Tuple[int, int], num_prefix_tokens: int = 0):
-    """Spatial-reduction attention weights of one layer, computed explicitly.
-
-    Args:
-        attn: The layer's attention module (``layer.attn``: ``q``, ``kv``, ``sr``,
-            ``norm``, ``num_heads``, ``sr_ratio``).
-        x: Its input tokens ``(B, N, C)`` (already through the layer's ``norm1``).
-        hw: The stage's grid.
-        num_prefix_tokens: Class-token slots in front of the spatial tokens.
-
-    Returns:
-        ``(weights, v, reduced_hw)``: softmax weights ``(B, heads, N, M)``, values
-        ``(B, heads, M, C / heads)`` and the key grid ``(h // R, w // R)``.
-    """
-    b, n, c = x.shape
-    heads = attn.num_heads
-    head_dims = c // heads
-    q = attn.q(x).reshape(b, n, heads, head_dims).transpose(1, 2)
-    kv_in = x
-    reduced_hw = tuple(hw)
-    if attn.sr_ratio > 1:
-        prefix, spatial = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
-        grid = spatial.transpose(1, 2).reshape(b, c, hw[0], hw[1])
-        grid = attn.sr(grid)
-        reduced_hw = (grid.shape[2], grid.shape[3])
-        kv_in = torch.cat((prefix, attn.norm(grid.flatten(2).transpose(1, 2))), dim=1)
-    kv = attn.kv(kv_in).reshape(b, -1, 2, heads, head_dims).permute(2, 0, 3, 1, 4)
-    k, v = kv[0], kv[1]
-    weights = (q @ k.transpose(-2, -1) * head_dims ** -0.5).softmax(dim=-1)
-    return weights, v, reduced_hw
-
-
-@torch.no_grad()
-def pyramid(backbone, img: torch.Tensor, query_xy: Optional[Tuple[float, float]] = None,
-            layer: int = -1) -> List[dict]:
-    """Run the backbone stage by stage (as ``PVT.forward`` does) and collect, per stage,
-    the NCHW feature map and, if ``query_xy`` (pixels of ``img``) is given, the attention
-    map of that query in encoder layer ``layer``.
-
-    Returns:
-        One dict per stage: ``feature`` (C, h, w), ``stride``, ``sr_ratio``, ``heads``
-        and, with a query, ``attention`` (h // R, w // R) and ``query_cell`` (row, col).
-    """
-    results = []
-    x = img
-    for index, stage in enumerate(backbone.stages):
-        tokens, hw = stage.patch_embed(x)
-        prefix = stage.num_prefix_tokens
-        if prefix:
-            tokens = torch.cat((stage.cls_token.expand(tokens.shape[0], -1, -1), tokens), dim=1)
-        tokens = tokens + stage.resized_pos_embed(hw)
-        depth = len(stage.layers)
-        chosen = layer if layer >= 0 else depth + layer
-        if not 0 <= chosen < depth:
-            raise PyramidError(f'--layer {layer} is out of range for stage {index + 1} '
-                               f'({depth} layers)')
-        info = dict(stride=backbone.strides[index], sr_ratio=stage.layers[chosen].attn.sr_ratio,
-                    heads=stage.layers[chosen].attn.num_heads, layer=chosen)
-        for j, enc_layer in enumerate(stage.layers):
-            if j == chosen and query_xy is not None:
-                weights, _, reduced_hw = sra_attention(
-                    enc_layer.attn, enc_layer.norm1(tokens), hw, prefix)
-                stride = img.shape[2] / hw[0], img.shape[3] / hw[1]
-                row = min(int(query_xy[1] // stride[0]), hw[0] - 1)
-                col = min(int(query_xy[0] // stride[1]), hw[1] - 1)
-                row_weights = weights[0, :, prefix + row * hw[1] + col, prefix:].mean(0)
-                info['attention'] = row_weights.reshape(reduced_hw).numpy()
-                info['query_cell'] = (row, col)
-            tokens = enc_layer(tokens, hw, prefix)
-        if stage.norm is not None:
-            tokens = stage.norm(tokens)
-        spatial = tokens[:, prefix:]
-        x = spatial.reshape(spatial.shape[0], hw[0], hw[1], -1).permute(0, 3, 1, 2)
-        info['feature'] = x[0].numpy()
-        results.append(info)
-    return results
 
 
 # --------------------------------------------------------------------------- drawing
@@ -302,7 +227,10 @@ def main(argv=None) -> int:
         img, (h, w) = preprocess(rgb, cfg, args.size)
         if args.attn_query is not None:
             query = (args.attn_query[0] * w / rgb.shape[1], args.attn_query[1] * h / rgb.shape[0])
-        stages = pyramid(backbone, img, query, args.layer)
+        try:
+            stages = pyramid(backbone, img, query, args.layer)
+        except ValueError as exc:
+            raise PyramidError(f'--layer: {exc}') from None
         resized = np.asarray(
             F.interpolate(torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)[None],
                           size=(h, w), mode='bilinear', align_corners=False)[0]

@@ -12,15 +12,14 @@ data by changing ``data_root`` only. Each 160x120 scene is sky over wall over fl
 tree, a car and a person drawn in, region boundaries left as 0. Generation is deterministic
 for a given seed, and the output appears atomically (temporary folder, then rename).
 """
-import argparse
 import os
 import os.path as osp
-import shutil
 import sys
-import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from pvt_mm.toy_data import ToyDataset, generator_main
 
 WIDTH, HEIGHT = 160, 120
 # ADE20K raw ids (1-based index into mmseg's ADE20KDataset.METAINFO['classes'];
@@ -79,35 +78,15 @@ def make_split(root: str, split: str, prefix: str, num_images: int, rng) -> None
         label.save(osp.join(ann_dir, name + '.png'))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--out', default='data/ade20k_tiny')
-    parser.add_argument('--train', type=int, default=32, help='number of training images')
-    parser.add_argument('--val', type=int, default=8, help='number of validation images')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--force', action='store_true', help='regenerate even if it exists')
-    args = parser.parse_args()
-    if args.train < 1 or args.val < 1:
-        parser.error('--train and --val must be at least 1')
-    if osp.isdir(osp.join(args.out, 'annotations', 'validation')) and not args.force:
-        print(f'{args.out} already exists; use --force to regenerate')
-        return 0
-    rng = np.random.default_rng(args.seed)
-    parent = osp.dirname(osp.abspath(args.out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.ade20k_tiny_', dir=parent)
-    try:
-        make_split(tmp, 'training', 'train', args.train, rng)
-        make_split(tmp, 'validation', 'val', args.val, rng)
-        if osp.exists(args.out):
-            shutil.rmtree(args.out)
-        os.replace(tmp, args.out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    print(f'wrote {args.train} training and {args.val} validation scenes to {args.out}')
-    return 0
+def write(root: str, num_train: int, num_val: int, rng) -> str:
+    """Draw the training and validation scenes into ``root``."""
+    make_split(root, 'training', 'train', num_train, rng)
+    make_split(root, 'validation', 'val', num_val, rng)
+    return f'{num_train} training and {num_val} validation scenes'
 
+
+SPEC = ToyDataset(name='ade20k_tiny', description=__doc__.splitlines()[0], default_train=32,
+                  default_val=8, done_marker='annotations/validation', write=write)
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(generator_main(SPEC))

@@ -13,15 +13,14 @@ dataset and the ``Accuracy`` metric run unchanged and a config switches to Image
 changing ``data_root`` only. ``--train``/``--val`` are images per class. Generation is
 deterministic for a given seed, and the output appears atomically.
 """
-import argparse
 import os
 import os.path as osp
-import shutil
 import sys
-import tempfile
 
 import numpy as np
 from PIL import Image
+
+from pvt_mm.toy_data import ToyDataset, generator_main
 
 SIZE = 80
 # (ImageNet-1k label, WordNet id, pattern)
@@ -51,52 +50,33 @@ def make_image(pattern: str, rng) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--out', default='data/imagenet_tiny')
-    parser.add_argument('--train', type=int, default=24, help='training images per class')
-    parser.add_argument('--val', type=int, default=6, help='validation images per class')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--force', action='store_true', help='regenerate even if it exists')
-    args = parser.parse_args()
-    if args.train < 1 or args.val < 1:
-        parser.error('--train and --val must be at least 1')
-    if osp.isfile(osp.join(args.out, 'meta', 'val.txt')) and not args.force:
-        print(f'{args.out} already exists; use --force to regenerate')
-        return 0
-    rng = np.random.default_rng(args.seed)
-    parent = osp.dirname(osp.abspath(args.out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.imagenet_tiny_', dir=parent)
-    try:
-        os.makedirs(osp.join(tmp, 'meta'))
-        os.makedirs(osp.join(tmp, 'val'))
-        train_lines, val_lines, val_index = [], [], 0
-        for label, wnid, pattern in CLASSES:
-            os.makedirs(osp.join(tmp, 'train', wnid))
-            for n in range(1, args.train + 1):
-                rel = f'{wnid}/{wnid}_{n}.JPEG'
-                make_image(pattern, rng).save(osp.join(tmp, 'train', rel), format='JPEG', quality=95)
-                train_lines.append(f'{rel} {label}')
-        for n in range(args.val):  # ImageNet's val folder is flat; labels come from meta/val.txt
-            for label, _wnid, pattern in CLASSES:
-                val_index += 1
-                rel = f'ILSVRC2012_val_{val_index:08d}.JPEG'
-                make_image(pattern, rng).save(osp.join(tmp, 'val', rel), format='JPEG', quality=95)
-                val_lines.append(f'{rel} {label}')
-        for name, lines in (('train.txt', train_lines), ('val.txt', val_lines)):
-            with open(osp.join(tmp, 'meta', name), 'w') as f:
-                f.write('\n'.join(lines) + '\n')
-        if osp.exists(args.out):
-            shutil.rmtree(args.out)
-        os.replace(tmp, args.out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    print(f'wrote {len(train_lines)} training and {len(val_lines)} validation images '
-          f'({len(CLASSES)} classes) to {args.out}')
-    return 0
+def write(root: str, num_train: int, num_val: int, rng) -> str:
+    """Draw ``num_train`` / ``num_val`` images per class into ``root`` with the meta lists."""
+    os.makedirs(osp.join(root, 'meta'))
+    os.makedirs(osp.join(root, 'val'))
+    train_lines, val_lines, val_index = [], [], 0
+    for label, wnid, pattern in CLASSES:
+        os.makedirs(osp.join(root, 'train', wnid))
+        for n in range(1, num_train + 1):
+            rel = f'{wnid}/{wnid}_{n}.JPEG'
+            make_image(pattern, rng).save(osp.join(root, 'train', rel), format='JPEG', quality=95)
+            train_lines.append(f'{rel} {label}')
+    for n in range(num_val):  # ImageNet's val folder is flat; labels come from meta/val.txt
+        for label, _wnid, pattern in CLASSES:
+            val_index += 1
+            rel = f'ILSVRC2012_val_{val_index:08d}.JPEG'
+            make_image(pattern, rng).save(osp.join(root, 'val', rel), format='JPEG', quality=95)
+            val_lines.append(f'{rel} {label}')
+    for name, lines in (('train.txt', train_lines), ('val.txt', val_lines)):
+        with open(osp.join(root, 'meta', name), 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+    return (f'{len(train_lines)} training and {len(val_lines)} validation images '
+            f'({len(CLASSES)} classes)')
 
+
+SPEC = ToyDataset(name='imagenet_tiny', description=__doc__.splitlines()[0], default_train=24,
+                  default_val=6, done_marker='meta/val.txt', write=write,
+                  train_help='training images per class', val_help='validation images per class')
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(generator_main(SPEC))

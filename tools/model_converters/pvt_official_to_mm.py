@@ -10,7 +10,8 @@ the fly); useful to inspect or re-publish weights. Converting twice is harmless.
 import argparse
 import sys
 
-from pvt_mm.checkpoint import CheckpointError, convert_checkpoint_file
+from pvt_mm.checkpoint import CheckpointError
+from pvt_mm.models.backbones.pvt_convert import convert_checkpoint_file
 
 
 def main() -> int:

@@ -5,15 +5,8 @@ _base_ = ['mmseg::_base_/models/fpn_r50.py', '../pvt.py']
 model = dict(
     pretrained=None,  # weights come through the backbone's init_cfg
     data_preprocessor=dict(size=(512, 512)),  # the training crop size
-    backbone=dict(
-        _delete_=True,
-        type='PVT',
-        arch='tiny',
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint={{_base_.pvt_pretrained.tiny}})),
-    # Every Table 1 variant has the same stage widths.
-    neck=dict(in_channels=[64, 128, 320, 512], out_channels=256, num_outs=4),
+    backbone={{_base_.pvt_backbone}},
+    neck=dict(in_channels={{_base_.pvt_stage_widths}}, out_channels=256, num_outs=4),
     decode_head=dict(
         in_channels=[256, 256, 256, 256],
         channels=128,

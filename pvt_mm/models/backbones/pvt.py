@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .. import ops
 from ..layers import HW, EncoderLayer, PatchEmbed
+from .pvt_convert import load_pretrained
 
 # Per-stage fields an arch is made of, in the order of paper Table 1.
 ARCH_FIELDS = ('depths', 'patch_sizes', 'embed_dims', 'sr_ratios', 'num_heads', 'mlp_ratios')
@@ -159,7 +160,7 @@ class PVT(BaseModule):
 
     Pretrained weights come only through ``init_cfg=dict(type='Pretrained',
     checkpoint=PATH)``; official PVT releases, pvt_mm checkpoints and whole
-    detector/segmentor/classifier checkpoints are accepted (see :mod:`pvt_mm.checkpoint`).
+    detector/segmentor/classifier checkpoints are accepted (see :mod:`.pvt_convert`).
 
     Args:
         arch: ``'tiny'``, ``'small'``, ``'medium'``, ``'large'`` or a dict of per-stage
@@ -260,7 +261,6 @@ class PVT(BaseModule):
     def init_weights(self) -> None:
         """Load ``init_cfg``'s pretrained checkpoint, or initialise from scratch."""
         if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            from ...checkpoint import load_pretrained  # the one place checkpoints are read
             load_pretrained(self, self.init_cfg['checkpoint'],
                             map_location=self.init_cfg.get('map_location', 'cpu'))
             self._is_init = True
