@@ -77,6 +77,30 @@ def use_mixed_precision(cfg, dtype: str = 'float16') -> None:
     cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
 
 
+def add_runner_arguments(parser, cfg_example: str) -> None:
+    """The flags ``tools/train.py`` and ``tools/test.py`` share (mmdet's names).
+
+    Args:
+        parser: An ``argparse.ArgumentParser``.
+        cfg_example: An example override for ``--cfg-options``' help.
+    """
+    from mmengine.config import DictAction
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the model (mmengine compile=True)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help=f'override config settings, e.g. {cfg_example}')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_runner_arguments(parser):
+    """Parse the command line; ``--local-rank`` (old launchers) becomes ``LOCAL_RANK``."""
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
 def use_compile(cfg) -> None:
     """Compile the model with ``torch.compile`` (mmengine's ``compile=True``).
 

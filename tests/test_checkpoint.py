@@ -2,7 +2,6 @@
 errors for every checkpoint that does not fit."""
 import logging
 import os
-import pickle
 
 import pytest
 import torch

@@ -16,14 +16,15 @@ import warnings
 # mmengine imports pkg_resources to resolve `mmdet::` bases; its deprecation notice is noise.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint
-from pvt_mm.runtime import (allow_mmengine_checkpoints, check_datasets, init_distributed,
-                            load_config, shutdown_distributed, use_compile)
+from pvt_mm.runtime import (add_runner_arguments, allow_mmengine_checkpoints, check_datasets,
+                            init_distributed, load_config, parse_runner_arguments,
+                            shutdown_distributed, use_compile)
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,16 +34,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--out', help='dump raw predictions to this .pkl file')
     parser.add_argument('--show-dir', help='save drawn predictions under this directory')
-    parser.add_argument('--compile', action='store_true',
-                        help='torch.compile the model (mmengine compile=True)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. test_dataloader.batch_size=2')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_runner_arguments(parser, cfg_example='test_dataloader.batch_size=2')
+    return parse_runner_arguments(parser)
 
 
 def enable_drawing(cfg: Config, show_dir: str) -> None:

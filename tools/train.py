@@ -9,7 +9,6 @@ The config's ``default_scope`` picks the library; the flags follow mmdet's ``too
     bash tools/dist_train.sh CONFIG NUM_GPUS [args]     # DDP (gloo on CPU-only machines)
 """
 import argparse
-import os
 import os.path as osp
 import sys
 import warnings
@@ -17,14 +16,15 @@ import warnings
 # mmengine imports pkg_resources to resolve `mmdet::` bases; its deprecation notice is noise.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint
 from pvt_mm.engine import find_resumable_checkpoint, use_atomic_checkpoints
-from pvt_mm.runtime import (AMP_DTYPES, allow_mmengine_checkpoints, check_datasets,
-                            init_distributed, load_config, shutdown_distributed, use_compile,
+from pvt_mm.runtime import (AMP_DTYPES, add_runner_arguments, allow_mmengine_checkpoints,
+                            check_datasets, init_distributed, load_config,
+                            parse_runner_arguments, shutdown_distributed, use_compile,
                             use_mixed_precision)
 
 # Added to every run: RNG states travel with checkpoints (exact resume) and a non-finite
@@ -40,21 +40,13 @@ def parse_args() -> argparse.Namespace:
                         help='automatic mixed precision (fp16 with a dynamic loss scale)')
     parser.add_argument('--amp-dtype', choices=sorted(AMP_DTYPES),
                         help='mixed-precision dtype (implies --amp; default float16)')
-    parser.add_argument('--compile', action='store_true',
-                        help='torch.compile the model (mmengine compile=True)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by (total batch) / auto_scale_lr.base_batch_size')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint, or (no value) from the latest one '
                         'in the work dir')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. train_cfg.max_epochs=1')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_runner_arguments(parser, cfg_example='train_cfg.max_epochs=1')
+    return parse_runner_arguments(parser)
 
 
 def build_config(args: argparse.Namespace) -> Config:

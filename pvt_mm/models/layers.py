@@ -10,7 +10,6 @@ How the attention and the FFN run on a device (query groups, token chunks) is de
 from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import ops

@@ -22,7 +22,6 @@ import contextlib
 import os
 import statistics
 import sys
-import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -30,6 +29,7 @@ from torch import nn
 
 from pvt_mm.flops import data_samples_for
 from pvt_mm.runtime import build_from_config
+from pvt_mm.timing import timed_call
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -69,20 +69,6 @@ def make_call(model: nn.Module, scope: str, shape: Tuple[int, int], batch: int, 
                 model.test_step(data)
     return call
 
-
-def timed_call(fn: Callable[[], None], device: str) -> float:
-    """Seconds one call of ``fn`` takes: CUDA events on a GPU, the wall clock on CPU."""
-    if device == 'cuda':
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3
-    begin = time.perf_counter()
-    fn()
-    return time.perf_counter() - begin
 
 
 def benchmark(calls: Dict[str, Callable[[], None]], repeat: int, warmup: int,

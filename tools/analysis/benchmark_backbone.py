@@ -23,7 +23,6 @@ Example::
         --modes infer train --repeat 3 --json bench.json
 """
 import argparse
-import contextlib
 import datetime
 import gc
 import json
@@ -32,11 +31,12 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from pvt_mm.timing import exact_fp32, timed_call
 
 MODELS = ('pvt_mm', 'mmdet_pvt', 'resnet50')
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -85,16 +85,6 @@ def build_models(arch: str, device: str, seed: int = 0,
         model.eval()
     return models
 
-
-@contextlib.contextmanager
-def exact_fp32():
-    """TF32 off for cuDNN convolutions and cuBLAS matmuls (restored afterwards)."""
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def check_equivalence(models: Dict[str, nn.Module], device: str,
@@ -151,20 +141,6 @@ def make_step(model: nn.Module, x: Tensor, mode: str, dtype: str, device: str) -
 def set_mode(model: nn.Module, mode: str) -> None:
     model.train(mode == 'train')
 
-
-def timed_call(fn: Callable[[], None], device: str) -> float:
-    """Seconds one call of ``fn`` takes: CUDA events on a GPU, the wall clock on CPU."""
-    if device == 'cuda':
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3
-    start_time = time.perf_counter()
-    fn()
-    return time.perf_counter() - start_time
 
 
 def time_case(models: Dict[str, nn.Module], shape: Tuple[int, int], batch: int, mode: str,
