@@ -299,7 +299,7 @@ class FiniteInputCheck:
         flag = torch.empty((), dtype=torch.bool, pin_memory=True)
         flag.copy_(torch.isfinite(x).all(), non_blocking=True)
         event = torch.cuda.Event()
-        event.record()
+        event.record(torch.cuda.current_stream(x.device))  # the stream the copy went to
         self._pending.append((event, flag))
 
     def poll(self, wait: bool = False) -> None:
