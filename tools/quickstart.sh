@@ -13,7 +13,7 @@ START=$SECONDS
 CONFIG=configs/retinanet/pvt_tiny_fpn_shapes.py
 WORK=${WORK_DIR:-work_dirs/quickstart}
 DATA=data/shapes_coco
-AP_FLOOR=${AP_FLOOR:-0.4}  # an untrained detector scores ~0.00
+AP_FLOOR=${AP_FLOOR:-0.1}  # an untrained detector scores ~0.00; see README for measured runs
 SCORE_THR=0.3              # predictions drawn in predictions.png
 mkdir -p "$WORK"
 
