@@ -12,9 +12,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = 'configs/retinanet/pvt_tiny_fpn_shapes.py'
-# An untrained detector scores ~0.00 AP here; the trained one reached 0.135 and 0.165 in
-# two measured runs of 7 epochs from scratch (see README).
-AP_FLOOR = 0.05
+# An untrained detector scores ~0.00 AP here; the main job's measured runs are in README.md.
+AP_FLOOR = 0.1
 
 
 @pytest.fixture(scope='module')
@@ -36,8 +35,12 @@ def test_main_job_learns(main_job):
     metrics = json.loads((work / 'test' / 'test_metrics.json').read_text())
     assert metrics['coco/bbox_mAP'] == pytest.approx(float(line[1]), abs=1e-3)
     assert (work / 'predictions.png').stat().st_size > 10_000
-    assert (work / 'epoch_7.pth').is_file()
-    assert list(work.glob('*/vis_data/scalars.json')) or list(work.glob('*/*.log'))
+    assert (work / 'curves.png').stat().st_size > 10_000
+    assert list(work.glob('epoch_*.pth'))
+    assert list(work.glob('*/vis_data/scalars.json'))
+    # Compact progress on the console, the full mmengine output in the work dir's logs.
+    assert re.search(r'epoch \d+/\d+ +iter +\d+/\d+ +loss [\d.]+ +ETA', result.stdout)
+    assert 'Config:' not in result.stdout and 'Config:' in (work / 'train.log').read_text()
 
 
 def test_untrained_detector_stays_below_the_floor(main_job, tmp_path):

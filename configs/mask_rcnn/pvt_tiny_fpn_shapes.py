@@ -1,42 +1,28 @@
-# Mask R-CNN + PVT-Tiny from scratch on the embedded shapes set (boxes + polygon masks);
-# the COCO config with a small-data schedule. Point data_root at data/coco/ for COCO.
-_base_ = './pvt_tiny_fpn_1x_coco.py'
-data_root = 'data/shapes_coco/'
-scale = (320, 256)
-
+# Mask R-CNN + PVT-Tiny from scratch on the embedded shapes set (boxes + polygon masks):
+# the shapes data and short schedule bases, with masks loaded and scored.
+_base_ = [
+    '../_base_/models/mask_rcnn_pvt_fpn.py',
+    '../_base_/datasets/shapes_coco.py',
+    '../_base_/schedules/shapes_short.py',
+]
 model = dict(backbone=dict(init_cfg=None))
 
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', scale=scale, keep_ratio=True),
+    dict(type='Resize', scale=(320, 256), keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
-    dict(type='Resize', scale=scale, keep_ratio=True),
+    dict(type='Resize', scale=(320, 256), keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
-train_dataloader = dict(
-    batch_size=4, num_workers=1,
-    dataset=dict(data_root=data_root, pipeline=train_pipeline, filter_cfg=dict(min_size=8)))
-val_dataloader = dict(
-    batch_size=4, num_workers=1, dataset=dict(data_root=data_root, pipeline=test_pipeline))
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+val_evaluator = dict(metric=['bbox', 'segm'])
 test_evaluator = val_evaluator
-
-max_epochs = 8
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-optim_wrapper = dict(optimizer=dict(lr=1e-3), clip_grad=dict(max_norm=5, norm_type=2))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, T_max=max_epochs,
-         eta_min=1e-5),
-]
-auto_scale_lr = dict(base_batch_size=4)
-default_hooks = dict(logger=dict(interval=10),
-                     checkpoint=dict(interval=max_epochs, max_keep_ckpts=2))

@@ -1,15 +1,20 @@
 #!/usr/bin/env python
 """Generate the embedded detection set: synthetic images in real COCO layout.
 
-    python tools/misc/make_shapes_coco.py [--out data/shapes_coco] [--train 96] [--val 32]
+    python tools/misc/make_shapes_coco.py [--out data/shapes_coco] [--train 400] [--val 64]
 
 Writes ``annotations/instances_{train,val}2017.json``, ``train2017/`` and ``val2017/``.
-Each 320x256 image holds 1-3 filled shapes on a noisy background, annotated with boxes and
+Each 320x256 image holds 2-4 filled shapes on a noisy background, annotated with boxes and
 polygon masks. The json lists COCO's 80 categories with their real ids, and the shapes are
 filed under three of them (circle: 'sports ball', triangle: 'kite', rectangle: 'tv'), so
 mmdet's ``CocoDataset`` and ``CocoMetric`` run unchanged and a config switches to real
 COCO by changing ``data_root`` only. Generation is deterministic for a given seed, and
 the output appears atomically (written to a temporary folder, then renamed).
+
+The two splits are drawn from independent random streams (``numpy`` seeds ``[seed, 0]`` for
+training and ``[seed, 1]`` for validation), so the held-out images are never training
+images, whatever the split sizes. An existing set is reused only if it was made with the
+same arguments (recorded in the json's ``info``); otherwise it is regenerated.
 """
 import argparse
 import json
@@ -29,6 +34,23 @@ COCO_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 2
             75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90]
 SHAPE_CATEGORY = {'circle': 'sports ball', 'triangle': 'kite', 'rectangle': 'tv'}
 WIDTH, HEIGHT = 320, 256
+SET_VERSION = 2  # bump when the drawing changes, so that old sets are regenerated
+# 2-4 shapes per image (more boxes per image = more to learn from per training step),
+# circumradius 18-48 px: boxes of about 30-96 px.
+MIN_SHAPES, MAX_SHAPES, RADIUS = 2, 4, (18, 48)
+
+
+def existing_info(out_dir: str):
+    """The ``info`` both splits of an existing set were made with, or None."""
+    infos = []
+    for split in ('train', 'val'):
+        path = osp.join(out_dir, 'annotations', f'instances_{split}2017.json')
+        try:
+            with open(path) as f:
+                infos.append(json.load(f).get('info'))
+        except (OSError, ValueError):
+            return None
+    return infos[0] if infos[0] == infos[1] else None
 
 
 def coco_categories() -> list:
@@ -55,7 +77,8 @@ def polygon_area(points) -> float:
     return 0.5 * abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs))))
 
 
-def make_split(out_dir: str, split: str, num_images: int, rng, categories, first_ann_id: int):
+def make_split(out_dir: str, split: str, num_images: int, rng, categories, first_ann_id: int,
+               info: dict):
     name_to_id = {c['name']: c['id'] for c in categories}
     img_dir = osp.join(out_dir, f'{split}2017')
     os.makedirs(img_dir)
@@ -67,9 +90,9 @@ def make_split(out_dir: str, split: str, num_images: int, rng, categories, first
         img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
         draw = ImageDraw.Draw(img)
         placed = []
-        for _ in range(rng.integers(1, 4)):
+        for _ in range(rng.integers(MIN_SHAPES, MAX_SHAPES + 1)):
             for _attempt in range(20):  # avoid heavy overlap so every box is learnable
-                r = rng.uniform(18, 56)
+                r = rng.uniform(*RADIUS)
                 cx, cy = rng.uniform(r, WIDTH - r), rng.uniform(r, HEIGHT - r)
                 if all(math.hypot(cx - px, cy - py) > (r + pr) * 0.8 for px, py, pr in placed):
                     break
@@ -93,32 +116,37 @@ def make_split(out_dir: str, split: str, num_images: int, rng, categories, first
         img.save(osp.join(img_dir, file_name), quality=95)
         images.append(dict(id=image_id, file_name=file_name, width=WIDTH, height=HEIGHT))
     with open(osp.join(out_dir, 'annotations', f'instances_{split}2017.json'), 'w') as f:
-        json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+        json.dump(dict(info=info, images=images, annotations=annotations,
+                       categories=categories), f)
     return ann_id
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', default='data/shapes_coco')
-    parser.add_argument('--train', type=int, default=96, help='number of training images')
-    parser.add_argument('--val', type=int, default=32, help='number of validation images')
+    parser.add_argument('--train', type=int, default=400, help='number of training images')
+    parser.add_argument('--val', type=int, default=64, help='number of validation images')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--force', action='store_true', help='regenerate even if it exists')
     args = parser.parse_args()
     if args.train < 1 or args.val < 1:
         parser.error('--train and --val must be at least 1')
-    if osp.isfile(osp.join(args.out, 'annotations', 'instances_val2017.json')) and not args.force:
-        print(f'{args.out} already exists; use --force to regenerate')
+    info = dict(description='pvt_mm shapes set', version=SET_VERSION, seed=args.seed,
+                train=args.train, val=args.val,
+                display_names={v: k for k, v in SHAPE_CATEGORY.items()})
+    if existing_info(args.out) == info and not args.force:
+        print(f'{args.out} already exists (same arguments); use --force to regenerate')
         return 0
-    rng = np.random.default_rng(args.seed)
     categories = coco_categories()
     parent = osp.dirname(osp.abspath(args.out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix='.shapes_coco_', dir=parent)
     try:
         os.makedirs(osp.join(tmp, 'annotations'))
-        next_id = make_split(tmp, 'train', args.train, rng, categories, 1)
-        make_split(tmp, 'val', args.val, rng, categories, next_id)
+        next_id = make_split(tmp, 'train', args.train, np.random.default_rng([args.seed, 0]),
+                             categories, 1, info)
+        make_split(tmp, 'val', args.val, np.random.default_rng([args.seed, 1]), categories,
+                   next_id, info)
         if osp.exists(args.out):
             shutil.rmtree(args.out)
         os.replace(tmp, args.out)

@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Draw ground truth (thin dashed) and predictions (thick, score >= threshold) into one PNG.
+
+    python tools/misc/draw_predictions.py ANN_FILE PREDS_PKL OUT.png [--num 4] [--cols 2]
+        [--score-thr 0.3] [--img-dir DIR] [--title T]
+
+PREDS_PKL is written by ``tools/test.py CONFIG CKPT --out PREDS_PKL``; ANN_FILE is the COCO
+json of the same split (images are read from the folder beside ``annotations/`` named after
+the split, e.g. ``val2017/``, unless --img-dir is given). See ``pvt_mm.visualization``.
+"""
+import argparse
+import sys
+
+from pvt_mm.visualization import draw_detections
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('ann_file')
+    parser.add_argument('preds')
+    parser.add_argument('out')
+    parser.add_argument('--num', type=int, default=4)
+    parser.add_argument('--cols', type=int, default=2)
+    parser.add_argument('--score-thr', type=float, default=0.3)
+    parser.add_argument('--img-dir')
+    parser.add_argument('--title', default='')
+    args = parser.parse_args()
+    try:
+        out = draw_detections(args.ann_file, args.preds, args.out, num=args.num, cols=args.cols,
+                              score_thr=args.score_thr, img_dir=args.img_dir, title=args.title)
+    except (OSError, ValueError, KeyError) as exc:
+        sys.exit(f'error: {exc}')
+    print(f'wrote {out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
