@@ -4,13 +4,12 @@ import json
 import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import REPO, build_from_config, run_tool
+
 CONFIG = 'configs/retinanet/pvt_tiny_fpn_shapes.py'
 # An untrained detector scores ~0.00 AP here; the main job's measured runs are in README.md.
 AP_FLOOR = 0.1
@@ -19,6 +18,7 @@ AP_FLOOR = 0.1
 @pytest.fixture(scope='module')
 def main_job(tmp_path_factory):
     work = tmp_path_factory.mktemp('quickstart')
+    # As a user runs it (all cores: not run_tool, which pins tools to one thread).
     env = dict(os.environ, WORK_DIR=str(work), AP_FLOOR=str(AP_FLOOR), PYTHONUNBUFFERED='1')
     result = subprocess.run(['bash', 'tools/quickstart.sh'], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=1500)
@@ -46,22 +46,12 @@ def test_main_job_learns(main_job):
 def test_untrained_detector_stays_below_the_floor(main_job, tmp_path):
     work, result = main_job
     assert result.returncode == 0
-    sys.path.insert(0, str(REPO))
-    import pvt_mm  # noqa: F401
-    from mmdet.registry import MODELS
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    cfg = Config.fromfile(str(REPO / CONFIG))
-    init_default_scope('mmdet')
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
+    _, model = build_from_config(CONFIG)
     model.init_weights()
     ckpt = tmp_path / 'untrained.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
-    out = subprocess.run(
-        [sys.executable, 'tools/test.py', CONFIG, str(ckpt), '--work-dir', str(tmp_path / 'eval'),
-         '--cfg-options', 'model.test_cfg.score_thr=0.0'],
-        cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
+    run_tool(['tools/test.py', CONFIG, ckpt, '--work-dir', tmp_path / 'eval',
+              '--cfg-options', 'model.test_cfg.score_thr=0.0'])
     metrics = json.loads((tmp_path / 'eval' / 'test_metrics.json').read_text())
     assert metrics['coco/bbox_mAP'] < AP_FLOOR
