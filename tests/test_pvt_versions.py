@@ -197,9 +197,9 @@ def test_v2_ffn_is_never_split_across_the_grid():
     assert calls == [16 * 24]  # the whole stage-1 grid at once
 
 
-def test_v2_training_matches_a_plain_autograd_ffn():
-    """v2's FFN trains through plain autograd (no fused fc1-GELU-fc2): the gradient through
-    the depth-wise conv equals the one of an explicit composition."""
+def test_v2_li_ffn_is_fc1_relu_dwconv_gelu_fc2():
+    """The official order (ReLU right after fc1 for -li, the depth-wise conv before GELU),
+    on the training path; without the grid it is an error that says what to pass."""
     from pvt_mm.models.layers import FFN
     torch.manual_seed(0)
     ffn = FFN(8, 32, dwconv=True, relu=True).train()
@@ -282,3 +282,20 @@ def test_converter_tool_converts_v2(tmp_path):
     with torch.no_grad():
         for a, b in zip(model.eval()(x), official.forward_dense(x), strict=True):
             torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_attention_maps_of_linear_sra():
+    """pyramid() on b2_li: 7x7 key grids (the pool), each query's weights sum to one, and
+    the captured maps are the backbone's own (normalised) outputs."""
+    from pvt_mm.models.attention_maps import pyramid
+    torch.manual_seed(0)
+    model = PVTv2(arch='b2_li').eval()
+    model.init_weights()
+    img = torch.randn(1, 3, 61, 93)
+    stages = pyramid(model, img, query_xy=(10.0, 20.0))
+    with torch.no_grad():
+        outs = model(img)
+    for info, out in zip(stages, outs, strict=True):
+        assert info['attention'].shape == (7, 7)
+        assert info['attention'].sum() == pytest.approx(1.0, abs=1e-4)
+        torch.testing.assert_close(torch.from_numpy(info['feature']), out[0])
