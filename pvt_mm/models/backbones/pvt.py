@@ -1,4 +1,5 @@
-"""Pyramid Vision Transformer (Wang et al., ICCV 2021), a convolution-free pyramid backbone."""
+"""Pyramid Vision Transformer v1 (Wang et al., ICCV 2021) and v2 (CVMJ 2022): one arch table,
+one stage and layer code; the versions differ by arch data only."""
 import math
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
