@@ -3,8 +3,10 @@
 It reproduces the official module layout and parameter names (``patch_embed1``,
 ``pos_embed1``, ``block1.0.attn.q`` ...), the stage-4 position embedding with its extra
 class slot, and the official forward (explicit softmax attention, bilinear position
-embedding resize, no norm on dense outputs), so tests can check that pvt_mm, loading the
-same weights, computes the same features. It is test scaffolding, not part of pvt_mm.
+embedding resize, no norm on dense outputs; LayerNorm eps 1e-6 in the blocks and the
+final norm, torch's default in the patch embeddings and the attention's reduction), so
+tests can check that pvt_mm, loading the same weights, computes the same features. It is
+test scaffolding, not part of pvt_mm.
 """
 import torch
 import torch.nn.functional as F
@@ -33,7 +35,7 @@ class _Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         if sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
-            self.norm = nn.LayerNorm(dim, eps=1e-6)
+            self.norm = nn.LayerNorm(dim)  # torch's default eps (1e-5), as the official code
 
     def forward(self, x, h, w):
         b, n, c = x.shape
@@ -68,7 +70,7 @@ class _PatchEmbed(nn.Module):
         super().__init__()
         self.grid = img_size // patch
         self.proj = nn.Conv2d(cin, dim, patch, patch)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.norm = nn.LayerNorm(dim)  # torch's default eps (1e-5), as the official code
 
     def forward(self, x):
         x = self.proj(x)

@@ -30,7 +30,10 @@ def official_and_ours(tmp_path_factory):
 def test_same_outputs_as_mmdet_pvt_with_official_weights(official_and_ours, size):
     from mmdet.models.backbones.pvt import PyramidVisionTransformer, pvt_convert
     official, ours = official_and_ours
-    ref = PyramidVisionTransformer(num_layers=[2, 2, 2, 2]).eval()
+    # mmdet uses LayerNorm eps 1e-6 everywhere; the official code (and pvt_mm) 1e-5 in the
+    # patch embeddings and reductions: unchanged, mmdet differs by up to 1.5e-4 here.
+    bench = load_tool('tools/analysis/benchmark_backbone.py')
+    ref = bench.use_official_norm_eps(PyramidVisionTransformer(num_layers=[2, 2, 2, 2]).eval())
     result = ref.load_state_dict(pvt_convert(official.state_dict()), strict=False)
     assert not result.missing_keys  # leftovers are the classifier head, norm and class token
     torch.manual_seed(2)

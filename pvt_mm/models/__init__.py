@@ -1,3 +1,3 @@
-from .backbones import ARCH_ZOO, PVT
+from .backbones import ARCH_ZOO, PVT, PVTv2
 
-__all__ = ['ARCH_ZOO', 'PVT']
+__all__ = ['ARCH_ZOO', 'PVT', 'PVTv2']

@@ -28,7 +28,8 @@ def sra_attention(attn: SpatialReductionAttention, x: Tensor, hw: HW,
 
     Returns:
         ``(weights, v, reduced_hw)``: softmax weights ``(B, heads, N, M)``, values
-        ``(B, heads, M, C / heads)`` and the key grid ``(h // R, w // R)``.
+        ``(B, heads, M, C / heads)`` and the key grid (``(h // R, w // R)``, or 7x7 for
+        linear SRA).
     """
     b, n, c = x.shape
     heads = attn.num_heads
@@ -36,8 +37,7 @@ def sra_attention(attn: SpatialReductionAttention, x: Tensor, hw: HW,
     q = attn.q(x).reshape(b, n, heads, head_dims).transpose(1, 2)
     kv = attn.kv(attn._reduce(x, hw, num_prefix_tokens))
     k, v = kv.reshape(b, -1, 2, heads, head_dims).permute(2, 0, 3, 1, 4).unbind(0)
-    # The reduction is a conv with kernel = stride = R: it floors like this.
-    reduced_hw = (hw[0] // attn.sr_ratio, hw[1] // attn.sr_ratio)
+    reduced_hw = attn.reduced_hw(hw)
     weights = (q @ k.transpose(-2, -1) * head_dims ** -0.5).softmax(dim=-1)
     return weights, v, reduced_hw
 

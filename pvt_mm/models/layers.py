@@ -7,7 +7,7 @@ holds the class token when there is one.
 How the attention and the FFN run on a device (query groups, token chunks) is decided in
 :mod:`pvt_mm.models.ops`; the layers here hold the maths.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -17,25 +17,36 @@ from . import ops
 HW = Tuple[int, int]
 
 
-class PatchEmbed(nn.Module):
-    """Non-overlapping patch embedding: a conv with kernel = stride = ``patch_size``,
-    then LayerNorm.
+#: LayerNorm epsilon of the patch embeddings and of the attention's reduction: torch's
+#: default, as in the official PVT v1 and v2 (their blocks and stage norms use 1e-6).
+EMBED_NORM_EPS = 1e-5
 
-    Sizes that are not a multiple of ``patch_size`` lose their last rows/columns, exactly
-    like the official PVT (the conv floors).
+
+class PatchEmbed(nn.Module):
+    """Patch embedding: a conv with stride ``patch_size``, then LayerNorm.
+
+    PVT v1 uses non-overlapping patches (kernel = stride, no padding): a side that is not
+    a multiple of the stride loses its remainder (the conv floors). PVT v2 uses
+    overlapping patches (kernel 7 / stride 4 / padding 3, then 3 / 2 / 1), which give
+    ``ceil(side / stride)`` cells.
 
     Args:
         in_channels: Channels of the input map.
         embed_dims: Channels of the output tokens.
-        patch_size: Side of each square patch (kernel and stride of the conv).
-        norm_eps: LayerNorm epsilon.
+        patch_size: Stride of the conv (the downsampling factor).
+        kernel_size: Side of the conv kernel; ``None`` means ``patch_size``
+            (non-overlapping patches).
+        padding: Zero padding on every side of the input.
+        norm_eps: LayerNorm epsilon (the official models use torch's default).
     """
 
     def __init__(self, in_channels: int, embed_dims: int, patch_size: int,
-                 norm_eps: float = 1e-6) -> None:
+                 kernel_size: Optional[int] = None, padding: int = 0,
+                 norm_eps: float = EMBED_NORM_EPS) -> None:
         super().__init__()
         self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=kernel_size or patch_size,
+                              stride=patch_size, padding=padding)
         self.norm = nn.LayerNorm(embed_dims, eps=norm_eps)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, HW]:
@@ -45,10 +56,12 @@ class PatchEmbed(nn.Module):
 
 
 class SpatialReductionAttention(nn.Module):
-    """Multi-head attention whose keys and values come from a grid shrunk R x R times.
+    """Multi-head attention whose keys and values come from a shrunk grid.
 
-    Queries keep full resolution; keys/values are computed from the tokens after a conv
-    with kernel = stride = ``sr_ratio`` and a LayerNorm, so the cost drops by ``R**2``.
+    Queries keep full resolution. Keys/values come from the tokens after a reduction:
+    a conv with kernel = stride = ``sr_ratio`` and a LayerNorm (PVT v1 and v2, the cost
+    drops by ``R**2``), or with ``linear=True`` (PVT v2-li) an adaptive average pool to
+    7 x 7, a 1x1 conv, a LayerNorm and GELU (a fixed 49 keys at any input size).
     Attention runs through :func:`torch.nn.functional.scaled_dot_product_attention`, which
     never materialises the attention matrix when a fused kernel is available; how its
     queries are scheduled on the device (query groups for the backward) is
@@ -57,40 +70,63 @@ class SpatialReductionAttention(nn.Module):
     Args:
         embed_dims: Token channels.
         num_heads: Attention heads; must divide ``embed_dims``.
-        sr_ratio: Spatial reduction ratio R (1 disables the reduction).
+        sr_ratio: Spatial reduction ratio R (1 disables the reduction; ignored when
+            ``linear``).
         qkv_bias: Whether the q and kv projections have a bias.
         attn_drop: Dropout on the attention weights (training only).
         proj_drop: Dropout after the output projection.
-        norm_eps: LayerNorm epsilon of the reduction.
+        norm_eps: LayerNorm epsilon of the reduction (the official models: torch's default).
+        linear: Linear SRA (PVT v2-li): pool to :attr:`LINEAR_POOL_SIZE` instead of the
+            strided conv.
     """
+
+    #: Side of the key grid of linear SRA.
+    LINEAR_POOL_SIZE = 7
 
     def __init__(self, embed_dims: int, num_heads: int, sr_ratio: int = 1,
                  qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 norm_eps: float = 1e-6) -> None:
+                 norm_eps: float = EMBED_NORM_EPS, linear: bool = False) -> None:
         super().__init__()
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims ({embed_dims}) must be divisible by num_heads ({num_heads})')
         self.num_heads = num_heads
         self.sr_ratio = sr_ratio
+        self.linear = linear
         self.attn_drop = attn_drop
         # Names q / kv / sr / norm / proj follow the official release so weights map 1:1.
         self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
         self.kv = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
-        if sr_ratio > 1:
+        self.reduces = linear or sr_ratio > 1
+        if linear:
+            self.pool = nn.AdaptiveAvgPool2d(self.LINEAR_POOL_SIZE)
+            self.sr = nn.Conv2d(embed_dims, embed_dims, kernel_size=1, stride=1)
+            self.act = nn.GELU()
+        elif sr_ratio > 1:
             self.sr = nn.Conv2d(embed_dims, embed_dims, kernel_size=sr_ratio, stride=sr_ratio)
+        if self.reduces:
             self.norm = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.proj = nn.Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    def reduced_hw(self, hw: HW) -> HW:
+        """The grid of the keys for a ``hw`` grid of queries."""
+        if self.linear:
+            return (self.LINEAR_POOL_SIZE, self.LINEAR_POOL_SIZE)
+        # A conv with kernel = stride = R floors.
+        return (hw[0] // self.sr_ratio, hw[1] // self.sr_ratio)
+
     def _reduce(self, x: Tensor, hw: HW, num_prefix_tokens: int) -> Tensor:
-        """Shrink the spatial tokens R x R times; prefix tokens (class token) pass through."""
-        if self.sr_ratio == 1:
+        """Shrink the spatial tokens to the key grid; prefix tokens (class token) pass through."""
+        if not self.reduces:
             return x
         prefix, spatial = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
         b, _, c = spatial.shape
         # A (B, H, W, C) view permuted to NCHW is channels-last in memory: no copy needed.
         grid = spatial.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
-        reduced = self.norm(self.sr(grid).flatten(2).transpose(1, 2))
+        if self.linear:
+            reduced = self.act(self.norm(self.sr(self.pool(grid)).flatten(2).transpose(1, 2)))
+        else:
+            reduced = self.norm(self.sr(grid).flatten(2).transpose(1, 2))
         return torch.cat((prefix, reduced), dim=1) if num_prefix_tokens else reduced
 
     def forward(self, x: Tensor, hw: HW, num_prefix_tokens: int = 0) -> Tensor:
@@ -134,14 +170,16 @@ class DropPathResidual(nn.Module):
 
 
 class FFN(nn.Module):
-    """Two-layer MLP with GELU, the Transformer feed-forward block.
+    """Two-layer MLP with GELU, the Transformer feed-forward block; PVT v2 adds a 3x3
+    depth-wise conv over the token grid between ``fc1`` and GELU (and v2-li a ReLU right
+    after ``fc1``).
 
-    Training runs through a fused function that keeps only the input and the
+    The plain MLP (v1) trains through a fused function that keeps only the input and the
     pre-activation and recomputes GELU in backward (stage 1 at 800x1333: 130 MiB less per
     layer), unless dropout is active. Without autograd the tokens may go through in chunks
-    (the hidden activations are the largest tensors of the backbone; every token is
-    independent, so the result is the same); :func:`pvt_mm.models.ops.ffn_chunk_tokens`
-    decides per device.
+    (the hidden activations are the largest tensors of the backbone);
+    :func:`pvt_mm.models.ops.ffn_chunk_tokens` decides per device, and never chunks an FFN
+    whose tokens are not independent (the depth-wise conv mixes neighbours).
 
     Args:
         embed_dims: Token channels.
@@ -149,30 +187,61 @@ class FFN(nn.Module):
         drop: Dropout after the activation and after the second layer.
         chunk_tokens: ``'auto'`` (chunks of 4096 tokens on CPU inference, one piece on a
             GPU), tokens per chunk on every device (low memory), or ``None`` (one piece).
+        dwconv: A 3x3 depth-wise conv over the ``hw`` grid after ``fc1`` (PVT v2); the
+            forward then needs ``hw`` and tokens that are exactly the ``h * w`` grid.
+        relu: A ReLU right after ``fc1`` (PVT v2-li).
     """
 
     def __init__(self, embed_dims: int, hidden_dims: int, drop: float = 0.0,
-                 chunk_tokens: ops.FFNChunkSetting = 'auto') -> None:
+                 chunk_tokens: ops.FFNChunkSetting = 'auto', dwconv: bool = False,
+                 relu: bool = False) -> None:
         super().__init__()
         self.chunk_tokens = ops.check_ffn_chunk_setting(chunk_tokens)
         self.fc1 = nn.Linear(embed_dims, hidden_dims)
+        self.relu = nn.ReLU() if relu else None
+        self.dwconv = (nn.Conv2d(hidden_dims, hidden_dims, 3, padding=1, groups=hidden_dims)
+                       if dwconv else None)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dims, embed_dims)
         self.drop = nn.Dropout(drop)
 
-    def _mlp(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+    @property
+    def token_wise(self) -> bool:
+        """Whether every token is computed independently of the others (no depth-wise conv)."""
+        return self.dwconv is None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _grid_conv(self, x: Tensor, hw: Optional[HW]) -> Tensor:
+        if hw is None or x.dim() != 3 or x.shape[1] != hw[0] * hw[1]:
+            raise ValueError(f'This FFN has a depth-wise conv over the token grid: call it with '
+                             f'(B, h*w, C) tokens and their grid hw, got {tuple(x.shape)} and '
+                             f'hw={hw}.')
+        b, _, c = x.shape
+        grid = x.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
+        return self.dwconv(grid).flatten(2).transpose(1, 2)
+
+    def _mlp(self, x: Tensor, hw: Optional[HW] = None) -> Tensor:
+        x = self.fc1(x)
+        if self.relu is not None:
+            x = self.relu(x)
+        if self.dwconv is not None:
+            x = self._grid_conv(x, hw)
+        return self.drop(self.fc2(self.drop(self.act(x))))
+
+    def forward(self, x: Tensor, hw: Optional[HW] = None) -> Tensor:
+        """Run the FFN on tokens ``x`` (``(..., C)``; ``(B, h*w, C)`` with ``hw`` when it
+        has the depth-wise conv)."""
         needs_grad = torch.is_grad_enabled() and (
-            x.requires_grad or self.fc1.weight.requires_grad or self.fc2.weight.requires_grad)
+            x.requires_grad or any(p.requires_grad for p in self.parameters()))
         if needs_grad:
-            if self.training and self.drop.p > 0:
-                return self._mlp(x)  # the dropout mask would need keeping too
+            if not self.token_wise or self.relu is not None or (self.training and self.drop.p > 0):
+                return self._mlp(x, hw)  # not the fused fc1-GELU-fc2 (or dropout masks to keep)
             return ops.linear_gelu_linear(x, self.fc1.weight, self.fc1.bias,
                                           self.fc2.weight, self.fc2.bias)
         chunk = ops.ffn_chunk_tokens(x.device, x.dtype, x.numel() // x.shape[-1],
-                                     needs_grad=False, setting=self.chunk_tokens)
+                                     needs_grad=False, setting=self.chunk_tokens,
+                                     token_wise=self.token_wise)
+        if chunk is None:
+            return self._mlp(x, hw)
         return ops.run_token_chunks(self._mlp, x, chunk)
 
     def extra_repr(self) -> str:
@@ -191,24 +260,28 @@ class EncoderLayer(nn.Module):
         drop: Dropout inside the FFN and after the attention projection.
         attn_drop: Dropout on the attention weights.
         drop_path: Stochastic-depth rate of both residual branches.
-        norm_eps: LayerNorm epsilon.
+        norm_eps: Epsilon of the layer's two LayerNorms (the attention's reduction norm
+            keeps :data:`EMBED_NORM_EPS`, as in the official models).
         ffn_chunk_tokens: Tokens per FFN chunk without autograd (see :class:`FFN`).
+        ffn_dwconv: The FFN's depth-wise conv (PVT v2).
+        linear_sra: Linear SRA in the attention and a ReLU in the FFN (PVT v2-li).
     """
 
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float, sr_ratio: int,
                  qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0,
                  drop_path: float = 0.0, norm_eps: float = 1e-6,
-                 ffn_chunk_tokens: ops.FFNChunkSetting = 'auto') -> None:
+                 ffn_chunk_tokens: ops.FFNChunkSetting = 'auto', ffn_dwconv: bool = False,
+                 linear_sra: bool = False) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.attn = SpatialReductionAttention(
             embed_dims, num_heads, sr_ratio, qkv_bias=qkv_bias, attn_drop=attn_drop,
-            proj_drop=drop, norm_eps=norm_eps)
+            proj_drop=drop, linear=linear_sra)
         self.norm2 = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.mlp = FFN(embed_dims, int(embed_dims * mlp_ratio), drop=drop,
-                       chunk_tokens=ffn_chunk_tokens)
+                       chunk_tokens=ffn_chunk_tokens, dwconv=ffn_dwconv, relu=linear_sra)
         self.drop_path = DropPathResidual(drop_path)
 
     def forward(self, x: Tensor, hw: HW, num_prefix_tokens: int = 0) -> Tensor:
         x = self.drop_path(x, self.attn(self.norm1(x), hw, num_prefix_tokens))
-        return self.drop_path(x, self.mlp(self.norm2(x)))
+        return self.drop_path(x, self.mlp(self.norm2(x), hw))

@@ -17,7 +17,8 @@ Strategies:
   values, is the same attention with more parallel work (autograd sums the groups' key and
   value gradients). The forward kernels parallelise over query blocks already, so
   inference runs ungrouped.
-* **FFN token chunks** (no autograd only). On CPU the FFN's hidden activations are the
+* **FFN token chunks** (no autograd, token-wise FFNs only: PVT v2's depth-wise conv mixes
+  neighbouring tokens, so its FFN runs in one piece). On CPU the FFN's hidden activations are the
   largest tensors of the backbone; running the tokens in chunks bounds them at no cost in
   speed. On a GPU small chunks starve the matmuls, so chunking runs there only when a user
   asks for it with an explicit chunk size.
@@ -173,7 +174,8 @@ def check_ffn_chunk_setting(setting: FFNChunkSetting) -> FFNChunkSetting:
 
 
 def ffn_chunk_tokens(device: torch.device, dtype: torch.dtype, num_tokens: int,
-                     needs_grad: bool, setting: FFNChunkSetting = 'auto') -> Optional[int]:
+                     needs_grad: bool, setting: FFNChunkSetting = 'auto',
+                     token_wise: bool = True) -> Optional[int]:
     """Tokens per FFN chunk for this call, or ``None`` for one piece.
 
     Args:
@@ -185,9 +187,12 @@ def ffn_chunk_tokens(device: torch.device, dtype: torch.dtype, num_tokens: int,
         setting: PVT's ``ffn_chunk_tokens``: ``'auto'`` chunks on CPU only (on a GPU small
             chunks starve the matmuls: measured up to 3.9x slower on an H100), an int
             chunks on every device (a user asking for low memory), ``None`` never.
+        token_wise: Whether the FFN computes every token independently. PVT v2's FFN
+            mixes neighbouring tokens with a depth-wise conv, so splitting its tokens would
+            change the result: such an FFN always runs in one piece.
     """
     del dtype
-    if needs_grad or setting is None:
+    if needs_grad or setting is None or not token_wise:
         return None
     if setting == 'auto':
         setting = AUTO_FFN_CHUNK_TOKENS if device.type == 'cpu' else None

@@ -28,6 +28,7 @@ import gc
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -73,6 +74,7 @@ def build_models(arch: str, device: str, seed: int = 0,
         mlp_ratios=list(ours.arch['mlp_ratios']))
     if [ref.embed_dims * h for h in ref.num_heads] != list(ours.arch['embed_dims']):
         raise ValueError(f'mmdet PVT cannot express embed_dims {ours.arch["embed_dims"]}')
+    use_official_norm_eps(ref)
     converted = pvt_convert(to_official_keys(ours.state_dict()))
     result = ref.load_state_dict(converted, strict=True)
     assert not result.missing_keys and not result.unexpected_keys, result
@@ -85,6 +87,22 @@ def build_models(arch: str, device: str, seed: int = 0,
         model.eval()
     return models
 
+
+
+def use_official_norm_eps(mmdet_pvt: nn.Module) -> nn.Module:
+    """Give mmdet's PVT the official LayerNorm eps where it differs: mmdet uses 1e-6 in
+    every norm, the official PVT (and pvt_mm) torch's default 1e-5 in the patch
+    embeddings and the attention reductions. Same model as pvt_mm's then, to fp32
+    rounding; unchanged, its outputs differ by up to ~1e-4 (about 3e-5 relative).
+
+    Args:
+        mmdet_pvt: An mmdet ``PyramidVisionTransformer`` (changed in place and returned).
+    """
+    for name, module in mmdet_pvt.named_modules():
+        if isinstance(module, nn.LayerNorm) and (
+                name.endswith('attn.norm') or re.fullmatch(r'layers\.\d+\.0\.norm', name)):
+            module.eps = 1e-5
+    return mmdet_pvt
 
 
 def check_equivalence(models: Dict[str, nn.Module], device: str,

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Convert an official PVT release checkpoint to pvt_mm's key format.
+"""Convert an official PVT (v1 or v2) release checkpoint to pvt_mm's key format.
 
 Usage:
     python tools/model_converters/pvt_official_to_mm.py pvt_small.pth pvt_small_mm.pth
+    python tools/model_converters/pvt_official_to_mm.py pvt_v2_b2.pth pvt_v2_b2_mm.pth
 
 Not required for training (``init_cfg=dict(type='Pretrained', checkpoint=...)`` converts on
 the fly); useful to inspect or re-publish weights. Converting twice is harmless.
@@ -16,7 +17,7 @@ from pvt_mm.models.backbones.pvt_convert import convert_checkpoint_file
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('src', help='official PVT checkpoint (.pth, optionally under "model")')
+    parser.add_argument('src', help='official PVT v1 or v2 checkpoint (.pth, optionally under "model")')
     parser.add_argument('dst', help='where to write the pvt_mm checkpoint')
     parser.add_argument('--num-stages', type=int, default=4)
     args = parser.parse_args()

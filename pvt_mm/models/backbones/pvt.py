@@ -1,6 +1,7 @@
-"""Pyramid Vision Transformer (Wang et al., ICCV 2021), a convolution-free pyramid backbone."""
+"""Pyramid Vision Transformer v1 (Wang et al., ICCV 2021) and v2 (CVMJ 2022): one arch table,
+one stage and layer code; the versions differ by arch data only."""
 import math
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -13,37 +14,68 @@ from .. import ops
 from ..layers import HW, EncoderLayer, PatchEmbed
 from .pvt_convert import load_pretrained
 
-# Per-stage fields an arch is made of, in the order of paper Table 1.
-ARCH_FIELDS = ('depths', 'patch_sizes', 'embed_dims', 'sr_ratios', 'num_heads', 'mlp_ratios')
+# Per-stage fields an arch is made of (one entry per stage), in the order of paper Table 1;
+# patch_kernels / patch_paddings make the patch embeddings overlap (PVT v2).
+STAGE_FIELDS = ('depths', 'patch_sizes', 'patch_kernels', 'patch_paddings', 'embed_dims',
+                'sr_ratios', 'num_heads', 'mlp_ratios')
+# Per-arch switches that tell PVT v1 from v2 (data, not code): learned position embeddings,
+# a LayerNorm after every stage, the FFN's 3x3 depth-wise conv, linear SRA (v2-li).
+VERSION_FIELDS = ('pos_embed', 'stage_norm', 'ffn_dwconv', 'linear_sra')
+ARCH_FIELDS = STAGE_FIELDS + VERSION_FIELDS
 
-# Table 1: every variant shares the per-stage settings and differs only in depth.
-_TABLE1_STAGES = dict(
-    patch_sizes=(4, 2, 2, 2),
-    embed_dims=(64, 128, 320, 512),
-    sr_ratios=(8, 4, 2, 1),
-    num_heads=(1, 2, 5, 8),
+# v1, Table 1: every variant shares the per-stage settings and differs only in depth.
+_V1 = dict(
+    patch_sizes=(4, 2, 2, 2), patch_kernels=(4, 2, 2, 2), patch_paddings=(0, 0, 0, 0),
+    embed_dims=(64, 128, 320, 512), sr_ratios=(8, 4, 2, 1), num_heads=(1, 2, 5, 8),
     mlp_ratios=(8, 8, 4, 4),
-)
-ARCH_ZOO: Dict[str, Dict[str, tuple]] = {
-    'tiny': dict(depths=(2, 2, 2, 2), **_TABLE1_STAGES),
-    'small': dict(depths=(3, 4, 6, 3), **_TABLE1_STAGES),
-    'medium': dict(depths=(3, 4, 18, 3), **_TABLE1_STAGES),
-    'large': dict(depths=(3, 8, 27, 3), **_TABLE1_STAGES),
+    pos_embed=True, stage_norm=False, ffn_dwconv=False, linear_sra=False)
+# v2 (the official pvt_v2.py): overlapping patch embeddings, no position embeddings, a norm
+# after every stage, a depth-wise conv in the FFN.
+_V2 = dict(_V1, patch_kernels=(7, 3, 3, 3), patch_paddings=(3, 1, 1, 1),
+           pos_embed=False, stage_norm=True, ffn_dwconv=True)
+
+#: Every preset, both versions: name -> full arch (all of :data:`ARCH_FIELDS`).
+ARCH_ZOO: Dict[str, Dict[str, Any]] = {
+    'tiny': dict(_V1, depths=(2, 2, 2, 2)),
+    'small': dict(_V1, depths=(3, 4, 6, 3)),
+    'medium': dict(_V1, depths=(3, 4, 18, 3)),
+    'large': dict(_V1, depths=(3, 8, 27, 3)),
+    'b0': dict(_V2, depths=(2, 2, 2, 2), embed_dims=(32, 64, 160, 256)),
+    'b1': dict(_V2, depths=(2, 2, 2, 2)),
+    'b2': dict(_V2, depths=(3, 4, 6, 3)),
+    'b3': dict(_V2, depths=(3, 4, 18, 3)),
+    'b4': dict(_V2, depths=(3, 8, 27, 3)),
+    'b5': dict(_V2, depths=(3, 6, 40, 3), mlp_ratios=(4, 4, 4, 4)),
+    'b2_li': dict(_V2, depths=(3, 4, 6, 3), linear_sra=True),
 }
+V1_ARCHS = ('tiny', 'small', 'medium', 'large')
+V2_ARCHS = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5', 'b2_li')
 
 
-def resolve_arch(arch: Union[str, dict]) -> Dict[str, tuple]:
-    """Turn ``arch`` (a preset name or a dict of per-stage fields) into a full arch dict.
+def resolve_arch(arch: Union[str, dict], zoo: Optional[Dict[str, dict]] = None,
+                 base: str = 'small') -> Dict[str, Any]:
+    """Turn ``arch`` (a preset name or a dict of fields) into a full arch dict.
 
     A dict may give any of :data:`ARCH_FIELDS`; ``depths`` is required and every field it
-    leaves out takes Table 1's value. All fields must have one entry per stage.
+    leaves out takes the value of the ``base`` preset (its version's Table: v1's Table 1
+    for ``PVT``, v2's for ``PVTv2``), except that a dict giving ``patch_sizes`` without
+    ``patch_kernels`` / ``patch_paddings`` gets non-overlapping patches (kernel = patch
+    size, no padding). Per-stage fields must have one entry per stage.
+
+    Args:
+        arch: A preset name of ``zoo`` or a dict.
+        zoo: The presets allowed (default: all of :data:`ARCH_ZOO`).
+        base: The preset a dict's missing fields come from.
     """
+    zoo = ARCH_ZOO if zoo is None else zoo
     if isinstance(arch, str):
         key = arch.lower()
-        if key not in ARCH_ZOO:
-            raise KeyError(f'Unknown PVT arch {arch!r}; choose one of {sorted(ARCH_ZOO)} '
-                           f'or pass a dict with the fields {ARCH_FIELDS}.')
-        return dict(ARCH_ZOO[key])
+        if key not in zoo:
+            other = (' It is a PVT v2 arch: use type="PVTv2".' if key in V2_ARCHS else
+                     ' It is a PVT v1 arch: use type="PVT".' if key in V1_ARCHS else '')
+            raise KeyError(f'Unknown PVT arch {arch!r}; choose one of {sorted(zoo)} '
+                           f'or pass a dict with the fields {ARCH_FIELDS}.{other}')
+        return dict(zoo[key])
     if not isinstance(arch, dict):
         raise TypeError(f'arch must be a preset name or a dict, got {type(arch).__name__}')
     unknown = set(arch) - set(ARCH_FIELDS)
@@ -51,18 +83,24 @@ def resolve_arch(arch: Union[str, dict]) -> Dict[str, tuple]:
         raise KeyError(f'Unknown PVT arch field(s) {sorted(unknown)}; valid fields are {ARCH_FIELDS}.')
     if 'depths' not in arch:
         raise KeyError(f'A custom PVT arch needs "depths"; the other fields {ARCH_FIELDS[1:]} '
-                       'default to paper Table 1.')
+                       f'default to the {base!r} preset.')
+    defaults = dict(ARCH_ZOO[base])
+    if 'patch_sizes' in arch:
+        defaults.update(patch_kernels=tuple(arch['patch_sizes']),
+                        patch_paddings=(0,) * len(arch['patch_sizes']))
     num_stages = len(arch['depths'])
-    resolved = {}
-    for field in ARCH_FIELDS:
-        value = tuple(arch.get(field, _TABLE1_STAGES.get(field, ())))
-        if field not in arch and num_stages != 4:
-            raise ValueError(f'A {num_stages}-stage arch must give "{field}" explicitly '
-                             '(the Table 1 default has 4 stages).')
+    resolved: Dict[str, Any] = {}
+    for field in STAGE_FIELDS:
+        value = tuple(arch.get(field, defaults[field]))
         if len(value) != num_stages:
+            if field not in arch:
+                raise ValueError(f'A {num_stages}-stage arch must give "{field}" explicitly '
+                                 f'(the {base!r} default has {len(value)} stages).')
             raise ValueError(f'arch field "{field}" has {len(value)} entries but "depths" has '
                              f'{num_stages}; give one entry per stage.')
         resolved[field] = value
+    for field in VERSION_FIELDS:
+        resolved[field] = bool(arch.get(field, defaults[field]))
     for dims, heads in zip(resolved['embed_dims'], resolved['num_heads']):
         if dims % heads:
             raise ValueError(f'embed_dims {resolved["embed_dims"]} must be divisible by '
@@ -70,8 +108,26 @@ def resolve_arch(arch: Union[str, dict]) -> Dict[str, tuple]:
     return resolved
 
 
+def min_input_side(arch: Dict[str, Any]) -> int:
+    """The smallest input side every stage of ``arch`` can process: each patch embedding
+    must give at least one cell, and each strided reduction (kernel = stride = R) at
+    least R cells to reduce; linear SRA pools to a fixed grid from any size.
+
+    Args:
+        arch: A full arch (see :func:`resolve_arch`).
+    """
+    need = 1  # cells the stage after the current one needs
+    stages = zip(arch['patch_sizes'], arch['patch_kernels'], arch['patch_paddings'],
+                 arch['sr_ratios'])
+    for stride, kernel, padding, sr_ratio in reversed(list(stages)):
+        need = max(need, 1 if arch['linear_sra'] else sr_ratio)
+        need = max(1, stride * (need - 1) + kernel - 2 * padding)
+    return need
+
+
 class PVTStage(nn.Module):
-    """One pyramid stage: patch embedding, position embedding, encoder layers, optional norm.
+    """One pyramid stage: patch embedding, position embedding (v1), encoder layers,
+    optional norm (v2: always; v1: the final norm in classification mode).
 
     Args:
         in_channels: Channels of the incoming map.
@@ -82,42 +138,58 @@ class PVTStage(nn.Module):
         sr_ratio: Spatial reduction ratio R of the attention.
         mlp_ratio: FFN expansion ratio E.
         pos_grid: Grid size ``(h, w)`` the learned position embedding is stored at; other
-            sizes are interpolated bilinearly.
+            sizes are interpolated bilinearly. ``None``: no position embedding (PVT v2).
         drop_path_rates: Stochastic-depth rate of each layer (``depth`` entries).
-        with_cls_token: Prepend a learned class token (classification mode).
-        with_norm: End with a LayerNorm (the final norm in classification mode).
+        with_cls_token: Prepend a learned class token (classification mode, v1 only).
+        with_norm: End with a LayerNorm (v2's stage norm, v1's final norm in
+            classification mode).
         qkv_bias: Whether q/kv projections have a bias.
         drop_rate: Dropout after the position embedding, in the FFN and after attention.
         attn_drop_rate: Dropout on attention weights.
-        norm_eps: LayerNorm epsilon.
+        norm_eps: Epsilon of the layers' and the stage's LayerNorms (the patch embedding's
+            and the attention reduction's keep torch's default, as the official models).
         with_cp: Trade compute for memory with activation checkpointing of each layer.
         ffn_chunk_tokens: FFN chunking without autograd (see :class:`FFN`).
+        patch_kernel: Kernel of the patch embedding conv; ``None`` means ``patch_size``.
+        patch_padding: Padding of the patch embedding conv.
+        ffn_dwconv: Depth-wise conv in the FFN (PVT v2).
+        linear_sra: Linear SRA and the FFN's ReLU (PVT v2-li).
     """
 
     def __init__(self, in_channels: int, embed_dims: int, depth: int, patch_size: int,
-                 num_heads: int, sr_ratio: int, mlp_ratio: float, pos_grid: HW,
+                 num_heads: int, sr_ratio: int, mlp_ratio: float, pos_grid: Optional[HW],
                  drop_path_rates: Sequence[float], with_cls_token: bool = False,
                  with_norm: bool = False, qkv_bias: bool = True, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, norm_eps: float = 1e-6, with_cp: bool = False,
-                 ffn_chunk_tokens: ops.FFNChunkSetting = 'auto') -> None:
+                 ffn_chunk_tokens: ops.FFNChunkSetting = 'auto',
+                 patch_kernel: Optional[int] = None, patch_padding: int = 0,
+                 ffn_dwconv: bool = False, linear_sra: bool = False) -> None:
         super().__init__()
-        self.pos_grid = tuple(pos_grid)
+        if with_cls_token and (pos_grid is None or ffn_dwconv):
+            raise ValueError('A class token needs position embeddings and a token-wise FFN '
+                             '(PVT v1); PVT v2 classifies from its mean-pooled last-stage tokens, '
+                             'so build it with with_cls_token=False.')
+        self.pos_grid = None if pos_grid is None else tuple(pos_grid)
         self.num_prefix_tokens = int(with_cls_token)
         self.with_cp = with_cp
-        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, norm_eps)
-        self.pos_embed = nn.Parameter(
+        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size,
+                                      kernel_size=patch_kernel, padding=patch_padding)
+        self.pos_embed = None if pos_grid is None else nn.Parameter(
             torch.zeros(1, self.num_prefix_tokens + pos_grid[0] * pos_grid[1], embed_dims))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims)) if with_cls_token else None
         self.pos_drop = nn.Dropout(drop_rate)
         self.layers = nn.ModuleList(
             EncoderLayer(embed_dims, num_heads, mlp_ratio, sr_ratio, qkv_bias=qkv_bias,
                          drop=drop_rate, attn_drop=attn_drop_rate, drop_path=rate,
-                         norm_eps=norm_eps, ffn_chunk_tokens=ffn_chunk_tokens)
+                         norm_eps=norm_eps, ffn_chunk_tokens=ffn_chunk_tokens,
+                         ffn_dwconv=ffn_dwconv, linear_sra=linear_sra)
             for rate in drop_path_rates)
         self.norm = nn.LayerNorm(embed_dims, eps=norm_eps) if with_norm else None
 
     def resized_pos_embed(self, hw: HW) -> Tensor:
         """The position embedding for a ``hw`` grid (class slot first, if any)."""
+        if self.pos_embed is None:
+            raise ValueError('This stage has no position embedding (PVT v2).')
         if tuple(hw) == self.pos_grid:
             return self.pos_embed
         prefix = self.pos_embed[:, :self.num_prefix_tokens]
@@ -131,7 +203,8 @@ class PVTStage(nn.Module):
         x, hw = self.patch_embed(x)
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-        x = self.pos_drop(x + self.resized_pos_embed(hw))
+        if self.pos_embed is not None:
+            x = self.pos_drop(x + self.resized_pos_embed(hw))
         for layer in self.layers:
             if self.with_cp and x.requires_grad:
                 x = cp.checkpoint(layer, x, hw, self.num_prefix_tokens, use_reentrant=False)
@@ -148,11 +221,14 @@ class PVT(BaseModule):
     Four stages (strides 4, 8, 16, 32 with the Table 1 patch sizes), each a patch
     embedding, a learned absolute position embedding and Transformer encoder layers with
     spatial-reduction attention. Returns the NCHW maps of the stages in ``out_indices``.
+    PVT v2 (:class:`PVTv2`) is this class with v2's arch data (see :data:`ARCH_ZOO`).
 
     Position embeddings are stored for ``pretrain_img_size`` and interpolated bilinearly to
     the actual feature size, so any input of at least ``32 x 32`` works. Each patch
     embedding floors (like the official model): a side that is not a multiple of the
     stride loses its remainder, e.g. 401x599 gives stage sizes 100x149, 50x74, 25x37, 12x18.
+    (v2's overlapping, padded patch embeddings give ``ceil(side / stride)`` instead, and
+    need no position embeddings: 31x31 gives 8x8, 4x4, 2x2, 1x1.)
 
     With ``with_cls_token=True`` (classification, paper section 4.1) the last stage
     prepends a class token and ends with a LayerNorm, and the last output is the normalised
@@ -163,8 +239,8 @@ class PVT(BaseModule):
     detector/segmentor/classifier checkpoints are accepted (see :mod:`.pvt_convert`).
 
     Args:
-        arch: ``'tiny'``, ``'small'``, ``'medium'``, ``'large'`` or a dict of per-stage
-            fields (:data:`ARCH_FIELDS`) over Table 1; ``depths`` is required in a dict.
+        arch: ``'tiny'``, ``'small'``, ``'medium'``, ``'large'`` or a dict of fields
+            (:data:`ARCH_FIELDS`) over Table 1; ``depths`` is required in a dict.
         in_channels: Channels of the input image.
         pretrain_img_size: Image size the position embeddings are stored for.
         out_indices: Stages whose outputs are returned (0-based, ascending).
@@ -172,8 +248,11 @@ class PVT(BaseModule):
         drop_rate: Dropout after position embeddings, in FFNs and after attention.
         attn_drop_rate: Dropout on attention weights.
         drop_path_rate: Maximum stochastic-depth rate, reached linearly at the last layer.
-        norm_eps: LayerNorm epsilon.
-        with_cls_token: Classification mode (class token + final norm in the last stage).
+        norm_eps: Epsilon of the encoder layers' and stage norms' LayerNorms (1e-6 as in
+            the official models). The patch embeddings' and the attention reductions'
+            LayerNorms keep torch's default 1e-5, as the official models do.
+        with_cls_token: Classification mode (class token + final norm in the last stage);
+            v1 only.
         frozen_stages: Stages to freeze (parameters fixed, eval mode kept through
             ``train()``); -1 freezes nothing, ``k`` freezes stages ``0 .. k-1``.
         with_cp: Activation checkpointing (saves memory, costs a second forward).
@@ -186,7 +265,9 @@ class PVT(BaseModule):
             weights, ``None`` initialises from scratch.
     """
 
-    arch_zoo = ARCH_ZOO
+    arch_zoo: Dict[str, Dict[str, Any]] = {name: ARCH_ZOO[name] for name in V1_ARCHS}
+    #: The preset a custom arch dict's missing fields come from.
+    base_arch = 'small'
 
     def __init__(self,
                  arch: Union[str, dict] = 'small',
@@ -204,7 +285,7 @@ class PVT(BaseModule):
                  ffn_chunk_tokens: ops.FFNChunkSetting = 'auto',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        self.arch = resolve_arch(arch)
+        self.arch = resolve_arch(arch, type(self).arch_zoo, type(self).base_arch)
         self.num_stages = len(self.arch['depths'])
         self.in_channels = in_channels
         self.with_cls_token = with_cls_token
@@ -230,6 +311,7 @@ class PVT(BaseModule):
         # Metadata for necks and configs.
         self.out_channels = tuple(self.embed_dims[i] for i in out_indices)
         self.out_strides = tuple(self.strides[i] for i in out_indices)
+        self.min_input_side = min_input_side(self.arch)
 
         depths = self.arch['depths']
         drop_path_rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
@@ -245,16 +327,21 @@ class PVT(BaseModule):
                 num_heads=self.arch['num_heads'][i],
                 sr_ratio=self.arch['sr_ratios'][i],
                 mlp_ratio=self.arch['mlp_ratios'][i],
-                pos_grid=(img_h // self.strides[i], img_w // self.strides[i]),
+                pos_grid=((img_h // self.strides[i], img_w // self.strides[i])
+                          if self.arch['pos_embed'] else None),
                 drop_path_rates=stage_rates[i],
                 with_cls_token=with_cls_token and i == last,
-                with_norm=with_cls_token and i == last,
+                with_norm=self.arch['stage_norm'] or (with_cls_token and i == last),
                 qkv_bias=qkv_bias,
                 drop_rate=drop_rate,
                 attn_drop_rate=attn_drop_rate,
                 norm_eps=norm_eps,
                 with_cp=with_cp,
-                ffn_chunk_tokens=ffn_chunk_tokens) for i in range(self.num_stages))
+                ffn_chunk_tokens=ffn_chunk_tokens,
+                patch_kernel=self.arch['patch_kernels'][i],
+                patch_padding=self.arch['patch_paddings'][i],
+                ffn_dwconv=self.arch['ffn_dwconv'],
+                linear_sra=self.arch['linear_sra']) for i in range(self.num_stages))
         self._freeze_stages()
 
     # ----------------------------------------------------------------- weights
@@ -277,12 +364,15 @@ class PVT(BaseModule):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Conv2d):
-                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+                # Depth-wise convs: each output channel sees in_channels / groups inputs.
+                fan_out = (module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+                           // module.groups)
                 nn.init.normal_(module.weight, 0, math.sqrt(2.0 / fan_out))
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
         for stage in self.stages:
-            trunc_normal_(stage.pos_embed, std=0.02)
+            if stage.pos_embed is not None:
+                trunc_normal_(stage.pos_embed, std=0.02)
             if stage.cls_token is not None:
                 trunc_normal_(stage.cls_token, std=0.02)
         self._is_init = True
@@ -313,11 +403,11 @@ class PVT(BaseModule):
         if x.shape[0] == 0:
             raise ValueError(f'PVT got an empty batch (shape {tuple(x.shape)}); check that the '
                              'dataloader yields at least one image.')
-        min_side = self.strides[-1]
+        min_side = self.min_input_side
         if x.shape[2] < min_side or x.shape[3] < min_side:
-            raise ValueError(f'Input of {x.shape[2]}x{x.shape[3]} is smaller than one stride-'
-                             f'{min_side} cell; PVT needs at least {min_side}x{min_side} pixels. '
-                             'Resize or pad the image.')
+            raise ValueError(f'Input of {x.shape[2]}x{x.shape[3]} is too small: this PVT needs at '
+                             f'least {min_side}x{min_side} pixels (one cell in the last stage, one '
+                             'reduction window in every attention). Resize or pad the image.')
         # One reduction over the input (cheap next to the network); on CUDA read back
         # without a host sync, see ops.FiniteInputCheck.
         self._finite_input(x)
@@ -334,3 +424,28 @@ class PVT(BaseModule):
             if i in self.out_indices:
                 outs.append(cls_token if stage.cls_token is not None else x.contiguous())
         return tuple(outs)
+
+
+class PVTv2(PVT):
+    """PVT v2 (Wang et al., CVMJ 2022): :class:`PVT` built from v2's arch data.
+
+    Overlapping patch embeddings (kernel 7 / stride 4 / padding 3, then 3 / 2 / 1), no
+    position embeddings, a LayerNorm after every stage, a 3x3 depth-wise conv in every FFN
+    and, for ``'b2_li'``, linear SRA (pool to 7x7, 1x1 conv, LayerNorm, GELU) with a ReLU
+    after ``fc1``. Same stage and layer code as v1: only :data:`ARCH_ZOO` differs. Any
+    input of at least 29x29 works (``'b2_li'``: any size); maps are
+    ``ceil(side / stride)`` wide, e.g. 112x137 gives 28x35, 14x18, 7x9, 4x5. Official
+    ``pvt_v2_b*.pth`` weights load through ``init_cfg`` like v1's.
+
+    Args:
+        arch: ``'b0'`` ... ``'b5'``, ``'b2_li'`` or a dict of fields (:data:`ARCH_FIELDS`)
+            over v2's b1-b5 table; ``depths`` is required in a dict.
+        **kwargs: The other arguments of :class:`PVT` (``with_cls_token`` must stay
+            ``False``: v2 classifies from mean-pooled tokens).
+    """
+
+    arch_zoo: Dict[str, Dict[str, Any]] = {name: ARCH_ZOO[name] for name in V2_ARCHS}
+    base_arch = 'b2'
+
+    def __init__(self, arch: Union[str, dict] = 'b2', **kwargs) -> None:
+        super().__init__(arch=arch, **kwargs)

@@ -25,19 +25,24 @@ from ...checkpoint import (CheckpointError, StateDict, read_checkpoint, short_ke
 _OFFICIAL_RULES = (
     (re.compile(r'^patch_embed(\d+)\.(.+)$'), lambda m, last: f'stages.{int(m[1]) - 1}.patch_embed.{m[2]}'),
     (re.compile(r'^pos_embed(\d+)$'), lambda m, last: f'stages.{int(m[1]) - 1}.pos_embed'),
+    # v2's FFN wraps its depth-wise conv in a DWConv module: ``mlp.dwconv.dwconv.*``.
+    (re.compile(r'^block(\d+)\.(\d+)\.mlp\.dwconv\.dwconv\.(.+)$'),
+     lambda m, last: f'stages.{int(m[1]) - 1}.layers.{m[2]}.mlp.dwconv.{m[3]}'),
     (re.compile(r'^block(\d+)\.(\d+)\.(.+)$'), lambda m, last: f'stages.{int(m[1]) - 1}.layers.{m[2]}.{m[3]}'),
-    (re.compile(r'^norm\.(.+)$'), lambda m, last: f'stages.{last}.norm.{m[1]}'),
+    (re.compile(r'^norm\.(.+)$'), lambda m, last: f'stages.{last}.norm.{m[1]}'),  # v1: final norm
+    (re.compile(r'^norm(\d+)\.(.+)$'), lambda m, last: f'stages.{int(m[1]) - 1}.norm.{m[2]}'),  # v2
     (re.compile(r'^cls_token$'), lambda m, last: f'stages.{last}.cls_token'),
 )
 
 
 def convert_official_keys(state_dict: StateDict, num_stages: int = 4) -> StateDict:
-    """Rename official PVT release keys to pvt_mm's; pure and idempotent.
+    """Rename official PVT v1 or v2 release keys to pvt_mm's; pure and idempotent.
 
     ``patch_embed{i}.*`` -> ``stages.{i-1}.patch_embed.*``, ``pos_embed{i}`` ->
-    ``stages.{i-1}.pos_embed``, ``block{i}.{j}.*`` -> ``stages.{i-1}.layers.{j}.*``,
-    ``norm.*`` / ``cls_token`` -> the last stage's. Keys already in pvt_mm format, and
-    ``head.*``, pass through unchanged; tensors are shared, not copied.
+    ``stages.{i-1}.pos_embed``, ``block{i}.{j}.*`` -> ``stages.{i-1}.layers.{j}.*`` (v2's
+    ``mlp.dwconv.dwconv.*`` -> ``mlp.dwconv.*``), v1's ``norm.*`` / ``cls_token`` -> the
+    last stage's, v2's stage norms ``norm{i}.*`` -> ``stages.{i-1}.norm.*``. Keys already
+    in pvt_mm format, and    ``head.*``, pass through unchanged; tensors are shared, not copied.
 
     Args:
         state_dict: Backbone tensors, official or pvt_mm keys.
@@ -53,18 +58,21 @@ def convert_official_keys(state_dict: StateDict, num_stages: int = 4) -> StateDi
         converted[key] = value
     return converted
 
-def to_official_keys(state_dict: StateDict) -> StateDict:
+def to_official_keys(state_dict: StateDict, stage_norms: bool = False) -> StateDict:
     """Rename pvt_mm keys to the official PVT release's; the inverse of
     :func:`convert_official_keys` (mmdet's ``pvt_convert`` reads this layout).
 
     ``stages.{i}.patch_embed.*`` -> ``patch_embed{i+1}.*``, ``stages.{i}.pos_embed`` ->
     ``pos_embed{i+1}``, ``stages.{i}.layers.{j}.*`` -> ``block{i+1}.{j}.*`` and the last
-    stage's ``norm.*`` / ``cls_token`` -> ``norm.*`` / ``cls_token``; tensors are shared,
-    not copied.
+    stage's ``norm.*`` / ``cls_token`` -> ``norm.*`` / ``cls_token`` (v2: every
+    ``stages.{i}.norm.*`` -> ``norm{i+1}.*``, ``mlp.dwconv.*`` -> ``mlp.dwconv.dwconv.*``);
+    tensors are shared, not copied.
 
     Args:
         state_dict: A PVT state dict in pvt_mm's layout (e.g. ``model.state_dict()``, or
             the parameter gradients under the same names).
+        stage_norms: The model has a norm after every stage (PVT v2, ``arch['stage_norm']``):
+            name them ``norm1`` ... instead of v1's single final ``norm``.
 
     Raises:
         KeyError: a key that is not part of a PVT backbone (strip ``backbone.`` first).
@@ -81,9 +89,10 @@ def to_official_keys(state_dict: StateDict) -> StateDict:
         elif parts[2] == 'pos_embed':
             out[f'pos_embed{stage}'] = value
         elif parts[2] == 'layers':
+            rest = re.sub(r'^(\d+\.mlp\.dwconv)\.', r'\1.dwconv.', rest)
             out[f'block{stage}.{rest}'] = value
         elif parts[2] == 'norm':
-            out[f'norm.{rest}'] = value
+            out[f'norm{stage if stage_norms else ""}.{rest}'] = value
         elif parts[2] == 'cls_token':
             out['cls_token'] = value
         else:
@@ -120,9 +129,22 @@ def _depths_of(keys) -> Tuple[int, ...]:
     return tuple(depths[s] for s in sorted(depths))
 
 
-def _describe_depths(depths: Tuple[int, ...], arch_zoo: Dict[str, dict]) -> str:
-    names = [name for name, arch in arch_zoo.items() if arch['depths'] == depths]
-    return f'depths {depths}' + (f' (PVT-{names[0]})' if names else '')
+def _dims_of(state_dict: StateDict) -> Tuple[int, ...]:
+    """Each stage's channels, read from its patch embedding's conv."""
+    dims = {}
+    for key, value in state_dict.items():
+        match = re.match(r'^stages\.(\d+)\.patch_embed\.proj\.weight$', key)
+        if match:
+            dims[int(match[1])] = value.shape[0]
+    return tuple(dims[s] for s in sorted(dims))
+
+
+def _describe(state_dict: StateDict, arch_zoo: Dict[str, dict]) -> str:
+    """``depths (..), embed_dims (..)`` and the presets they match (e.g. PVT-b2 or PVT-b2_li)."""
+    depths, dims = _depths_of(state_dict), _dims_of(state_dict)
+    names = [f'PVT-{name}' for name, arch in arch_zoo.items()
+             if arch['depths'] == depths and tuple(arch['embed_dims']) == dims]
+    return f'depths {depths}, embed_dims {dims}' + (f' ({" or ".join(names)})' if names else '')
 
 
 def adapt_state_dict(state_dict: StateDict, model: nn.Module,
@@ -174,12 +196,9 @@ def adapt_state_dict(state_dict: StateDict, model: nn.Module,
     problems = strict_load_problems(adapted, expected, unexpected)
     if problems:
         arch_zoo = getattr(type(model), 'arch_zoo', {})
-        ckpt_depths, model_depths = _depths_of(state_dict), _depths_of(expected)
         raise CheckpointError('\n'.join([
-            f'{source} does not fit this PVT '
-            f'(model: {_describe_depths(model_depths, arch_zoo)}, embed_dims '
-            f'{getattr(model, "embed_dims", "?")}; checkpoint: '
-            f'{_describe_depths(ckpt_depths, arch_zoo)}).',
+            f'{source} does not fit this PVT (model: {_describe(expected, arch_zoo)}; '
+            f'checkpoint: {_describe(state_dict, arch_zoo)}).',
             *problems, '  Use the checkpoint of the same variant (arch) as the model.']))
     return adapted, leftovers
 
@@ -213,7 +232,8 @@ def load_pretrained(model: nn.Module, path: str, map_location: str = 'cpu') -> L
 
 
 def convert_checkpoint_file(src: str, dst: str, num_stages: int = 4) -> StateDict:
-    """Convert an official PVT release file to a pvt_mm checkpoint (``{'state_dict': ...}``).
+    """Convert an official PVT v1 or v2 release file to a pvt_mm checkpoint
+    (``{'state_dict': ...}``).
 
     The output is written to a temporary file and renamed, so a failure never leaves a
     partial ``dst``.
