@@ -9,23 +9,37 @@ drawn, and the threshold is stated in the title. Predictions come from ``tools/t
 import json
 import math
 import os
-from typing import Dict, List, Optional
+from typing import List, Optional, Sequence
 
 COLOURS = ['tab:red', 'tab:blue', 'tab:orange', 'tab:purple', 'tab:cyan', 'tab:olive']
 
 
-def _label_names(categories: List[dict], display: Dict[str, str]) -> List[str]:
-    # mmdet's CocoDataset numbers labels in the order of its class list, which is the order
-    # of COCO's categories in the json (ascending id).
-    ordered = sorted(categories, key=lambda c: c['id'])
-    return [display.get(c['name'], c['name']) for c in ordered]
+def _label_categories(categories: List[dict], classes: Optional[Sequence[str]]) -> List[dict]:
+    """The json's categories in the detector's label order.
+
+    mmdet's CocoDataset numbers labels in the order of its class list: the dataset's
+    ``metainfo['classes']`` when the config sets one (the shapes configs keep 3 classes),
+    else COCO's categories in the json (ascending id).
+    """
+    if classes is None:
+        return sorted(categories, key=lambda c: c['id'])
+    by_name = {c['name']: c for c in categories}
+    missing = [name for name in classes if name not in by_name]
+    if missing:
+        raise ValueError(f'classes {missing} are not categories of the annotation file; '
+                         f'pass the classes of the config that made the predictions')
+    return [by_name[name] for name in classes]
 
 
 def draw_detections(ann_file: str, preds_file: str, out: str, num: int = 4, cols: int = 2,
                     score_thr: float = 0.3, img_dir: Optional[str] = None,
-                    title: str = '') -> str:
+                    title: str = '', classes: Optional[Sequence[str]] = None) -> str:
     """Draw the first ``num`` images of ``ann_file`` with their ground truth and the
-    predictions of ``preds_file`` at score >= ``score_thr``; write ``out`` (PNG)."""
+    predictions of ``preds_file`` at score >= ``score_thr``; write ``out`` (PNG).
+
+    ``classes`` names the predicted labels in order (the dataset's ``metainfo['classes']``
+    of the config that made the predictions); None means all of the json's categories.
+    """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -36,11 +50,13 @@ def draw_detections(ann_file: str, preds_file: str, out: str, num: int = 4, cols
     with open(ann_file) as f:
         coco = json.load(f)
     display = (coco.get('info') or {}).get('display_names', {})
-    names = _label_names(coco['categories'], display)
+    label_cats = _label_categories(coco['categories'], classes)
+    names = [display.get(c['name'], c['name']) for c in label_cats]
     cat_name = {c['id']: display.get(c['name'], c['name']) for c in coco['categories']}
     # One distinct colour per class that has ground truth (then any other predicted class).
-    ordered_ids = [c['id'] for c in sorted(coco['categories'], key=lambda c: c['id'])]
-    present = sorted({ordered_ids.index(a['category_id']) for a in coco['annotations']})
+    label_ids = [c['id'] for c in label_cats]
+    present = sorted({label_ids.index(a['category_id']) for a in coco['annotations']
+                      if a['category_id'] in label_ids})
     colour_of = {label: COLOURS[k % len(COLOURS)] for k, label in enumerate(present)}
     preds = {int(p['img_id']): p['pred_instances'] for p in load(preds_file)}
     images = [img for img in sorted(coco['images'], key=lambda i: i['id'])

@@ -1,4 +1,4 @@
-"""The README's main job: `bash tools/quickstart.sh` trains RetinaNet + PVT-Tiny on the
+"""The README's main job: `bash tools/quickstart.sh` trains RetinaNet + PVT v2-b0 on the
 embedded COCO-format set and must reach an AP that an untrained detector cannot."""
 import json
 import os
@@ -10,9 +10,10 @@ import torch
 
 from .conftest import REPO, build_from_config, run_tool
 
-CONFIG = 'configs/retinanet/pvt_tiny_fpn_shapes.py'
-# An untrained detector scores ~0.00 AP here; the main job's measured runs are in README.md.
-AP_FLOOR = 0.1
+CONFIG = 'configs/retinanet/pvtv2_b0_fpn_shapes.py'
+# The main job's measured runs (README.md) score ~0.55; an untrained detector ~0.00.
+AP_FLOOR = 0.4
+UNTRAINED_CEILING = 0.05
 
 
 @pytest.fixture(scope='module')
@@ -54,4 +55,4 @@ def test_untrained_detector_stays_below_the_floor(main_job, tmp_path):
     run_tool(['tools/test.py', CONFIG, ckpt, '--work-dir', tmp_path / 'eval',
               '--cfg-options', 'model.test_cfg.score_thr=0.0'])
     metrics = json.loads((tmp_path / 'eval' / 'test_metrics.json').read_text())
-    assert metrics['coco/bbox_mAP'] < AP_FLOOR
+    assert metrics['coco/bbox_mAP'] < UNTRAINED_CEILING

@@ -5,7 +5,9 @@ _base_ = [
     '../_base_/datasets/shapes_coco.py',
     '../_base_/schedules/shapes_short.py',
 ]
-model = dict(backbone=dict(init_cfg=None))
+model = dict(
+    backbone=dict(init_cfg=None),
+    roi_head=dict(bbox_head=dict(num_classes=3), mask_head=dict(num_classes=3)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),

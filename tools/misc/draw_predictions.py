@@ -2,11 +2,13 @@
 """Draw ground truth (thin dashed) and predictions (thick, score >= threshold) into one PNG.
 
     python tools/misc/draw_predictions.py ANN_FILE PREDS_PKL OUT.png [--num 4] [--cols 2]
-        [--score-thr 0.3] [--img-dir DIR] [--title T]
+        [--score-thr 0.3] [--img-dir DIR] [--title T] [--config CONFIG]
 
 PREDS_PKL is written by ``tools/test.py CONFIG CKPT --out PREDS_PKL``; ANN_FILE is the COCO
 json of the same split (images are read from the folder beside ``annotations/`` named after
-the split, e.g. ``val2017/``, unless --img-dir is given). See ``pvt_mm.visualization``.
+the split, e.g. ``val2017/``, unless --img-dir is given). Pass the CONFIG that made the
+predictions when its dataset keeps a subset of the json's classes (``metainfo``), so that
+labels get the right names. See ``pvt_mm.visualization``.
 """
 import argparse
 import sys
@@ -24,10 +26,18 @@ def main() -> int:
     parser.add_argument('--score-thr', type=float, default=0.3)
     parser.add_argument('--img-dir')
     parser.add_argument('--title', default='')
+    parser.add_argument('--config', help='the config that made the predictions: its test '
+                        "dataset's metainfo classes name the labels")
     args = parser.parse_args()
+    classes = None
+    if args.config:
+        from mmengine.config import Config
+        metainfo = Config.fromfile(args.config).test_dataloader.dataset.get('metainfo') or {}
+        classes = metainfo.get('classes')
     try:
         out = draw_detections(args.ann_file, args.preds, args.out, num=args.num, cols=args.cols,
-                              score_thr=args.score_thr, img_dir=args.img_dir, title=args.title)
+                              score_thr=args.score_thr, img_dir=args.img_dir, title=args.title,
+                              classes=classes)
     except (OSError, ValueError, KeyError) as exc:
         sys.exit(f'error: {exc}')
     print(f'wrote {out}')

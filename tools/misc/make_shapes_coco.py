@@ -35,8 +35,8 @@ COCO_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 2
 SHAPE_CATEGORY = {'circle': 'sports ball', 'triangle': 'kite', 'rectangle': 'tv'}
 WIDTH, HEIGHT = 320, 256
 SET_VERSION = 2  # bump when the drawing changes, so that old sets are regenerated
-# 2-4 shapes per image (more boxes per image = more to learn from per training step),
-# circumradius 18-48 px: boxes of about 30-96 px.
+# 2-4 shapes per image by default (more boxes per image = more to learn from per training
+# step), circumradius 18-48 px: boxes of about 30-96 px.
 MIN_SHAPES, MAX_SHAPES, RADIUS = 2, 4, (18, 48)
 
 
@@ -78,7 +78,7 @@ def polygon_area(points) -> float:
 
 
 def make_split(out_dir: str, split: str, num_images: int, rng, categories, first_ann_id: int,
-               info: dict):
+               info: dict, shapes: tuple = (MIN_SHAPES, MAX_SHAPES)):
     name_to_id = {c['name']: c['id'] for c in categories}
     img_dir = osp.join(out_dir, f'{split}2017')
     os.makedirs(img_dir)
@@ -90,7 +90,7 @@ def make_split(out_dir: str, split: str, num_images: int, rng, categories, first
         img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
         draw = ImageDraw.Draw(img)
         placed = []
-        for _ in range(rng.integers(MIN_SHAPES, MAX_SHAPES + 1)):
+        for _ in range(rng.integers(shapes[0], shapes[1] + 1)):
             for _attempt in range(20):  # avoid heavy overlap so every box is learnable
                 r = rng.uniform(*RADIUS)
                 cx, cy = rng.uniform(r, WIDTH - r), rng.uniform(r, HEIGHT - r)
@@ -127,12 +127,16 @@ def main() -> int:
     parser.add_argument('--train', type=int, default=400, help='number of training images')
     parser.add_argument('--val', type=int, default=64, help='number of validation images')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--shapes', type=int, nargs=2, default=(MIN_SHAPES, MAX_SHAPES),
+                        metavar=('MIN', 'MAX'), help='shapes per image (fewer if they do not fit)')
     parser.add_argument('--force', action='store_true', help='regenerate even if it exists')
     args = parser.parse_args()
     if args.train < 1 or args.val < 1:
         parser.error('--train and --val must be at least 1')
+    if not 1 <= args.shapes[0] <= args.shapes[1]:
+        parser.error(f'--shapes {args.shapes[0]} {args.shapes[1]}: need 1 <= MIN <= MAX')
     info = dict(description='pvt_mm shapes set', version=SET_VERSION, seed=args.seed,
-                train=args.train, val=args.val,
+                train=args.train, val=args.val, shapes=list(args.shapes),
                 display_names={v: k for k, v in SHAPE_CATEGORY.items()})
     if existing_info(args.out) == info and not args.force:
         print(f'{args.out} already exists (same arguments); use --force to regenerate')
@@ -144,9 +148,9 @@ def main() -> int:
     try:
         os.makedirs(osp.join(tmp, 'annotations'))
         next_id = make_split(tmp, 'train', args.train, np.random.default_rng([args.seed, 0]),
-                             categories, 1, info)
+                             categories, 1, info, args.shapes)
         make_split(tmp, 'val', args.val, np.random.default_rng([args.seed, 1]), categories,
-                   next_id, info)
+                   next_id, info, args.shapes)
         if osp.exists(args.out):
             shutil.rmtree(args.out)
         os.replace(tmp, args.out)
