@@ -131,7 +131,8 @@ def test_missing_pretrained_weights_say_where_to_get_them(tmp_path, config, name
     cfg, model = build_from_config(config)
     model.backbone.init_cfg['checkpoint'] = str(tmp_path / name)
     url = re.escape(f'github.com/whai362/PVT/releases/download/v2/{name}')
-    with pytest.raises(FileNotFoundError, match=rf'(?s){re.escape(name)}.*does not exist.*{url}.*from scratch'):
+    expected = rf'(?s){re.escape(name)}.*does not exist.*{url}.*from scratch'
+    with pytest.raises(FileNotFoundError, match=expected):
         model.init_weights()
 
 

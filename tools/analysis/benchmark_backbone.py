@@ -410,8 +410,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     print(format_table(rows))
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(dict(machine=info, arch=args.arch, mmdet_model=ref_name, max_abs_diff=max_diff,
-                           compile=args.compile,
+            json.dump(dict(machine=info, arch=args.arch, mmdet_model=ref_name,
+                           max_abs_diff=max_diff, compile=args.compile,
                            repeat=args.repeat, warmup=args.warmup, results=rows), f, indent=2)
         print(f'Wrote {args.json}')
     return rows
