@@ -16,9 +16,11 @@ from torch import Tensor
 StateDict = Dict[str, Tensor]
 
 
-# Where the official ImageNet-1k PVT v1 weights are published.
+# Where the official ImageNet-1k PVT v1 and v2 weights are published (one release, "v2").
 OFFICIAL_RELEASE_URL = 'https://github.com/whai362/PVT/releases/download/v2/'
-OFFICIAL_RELEASE_FILES = ('pvt_tiny.pth', 'pvt_small.pth', 'pvt_medium.pth', 'pvt_large.pth')
+OFFICIAL_RELEASE_FILES = ('pvt_tiny.pth', 'pvt_small.pth', 'pvt_medium.pth', 'pvt_large.pth',
+                          *(f'pvt_v2_{arch}.pth' for arch in ('b0', 'b1', 'b2', 'b3', 'b4', 'b5',
+                                                              'b2_li')))
 
 
 class CheckpointError(ValueError):

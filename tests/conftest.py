@@ -4,7 +4,8 @@
   per session by their own tools and shared by every test module.
 - :func:`run_tool` runs a ``tools/`` script as a user would (from the repository root, in a
   fresh interpreter); :func:`load_tool` imports one as a module to call its functions.
-- :func:`build_from_config` builds a config's model through its registry.
+- :func:`build_from_config` builds a config's model through its registry;
+  :func:`predict_random_image` runs a built model's whole test step on one random image.
 
 ``tests`` is a package, so test modules import these (and ``official_pvt``) relatively;
 nothing here edits ``sys.path``.
@@ -96,6 +97,32 @@ def build_from_config(config: str, with_weights: bool = True) -> Tuple[Any, Any]
     path = REPO / config if config.startswith('configs/') else REPO / 'configs' / config
     model, cfg = build(str(path), with_weights=with_weights)
     return cfg, model
+
+
+def predict_random_image(model, scope: str, size: Tuple[int, int] = (64, 64)) -> list:
+    """One ``test_step`` (data preprocessor, forward, post-processing) of a built detector,
+    segmentor or classifier on a random ``size`` uint8 image, as a dataloader would feed it.
+
+    Args:
+        model: A model from :func:`build_from_config` (eval mode).
+        scope: ``'mmdet'``, ``'mmseg'`` or ``'mmpretrain'`` (which data sample to make).
+        size: Image ``(H, W)``.
+
+    Returns:
+        The model's predictions (one data sample).
+    """
+    import torch
+    h, w = size
+    meta = dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0))
+    if scope == 'mmdet':
+        from mmdet.structures import DetDataSample as Sample
+    elif scope == 'mmseg':
+        from mmseg.structures import SegDataSample as Sample
+    else:
+        from mmpretrain.structures import DataSample as Sample
+    image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
+    with torch.no_grad():
+        return model.test_step(dict(inputs=[image], data_samples=[Sample(metainfo=meta)]))
 
 
 def shapes_options(root: Path) -> List[str]:

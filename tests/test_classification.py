@@ -1,7 +1,9 @@
-"""ImageNet classification configs (mmpretrain): every config builds with paper Table 2's
-parameter counts and the DeiT recipe; the classifier trains with 2 CPU processes through
-tools/dist_train.sh, reports top-1 through tools/test.py, and its checkpoint loads back as
-a segmentation / detection backbone through init_cfg like the official weights."""
+"""ImageNet classification configs (mmpretrain): every config builds with the published
+parameter counts and GFLOPs (v1: paper Table 2; v2: official README and paper) and the DeiT
+recipe; v2's classifier (stage-4 map + GlobalAveragePooling + linear head) is the official
+mean-pooled model; the classifier trains with 2 CPU processes through tools/dist_train.sh,
+reports top-1 through tools/test.py, and its checkpoint loads back as a segmentation /
+detection backbone through init_cfg like the official weights."""
 import json
 import os
 import re
@@ -11,7 +13,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from .conftest import REPO, build_from_config, no_worker_options, run_tool
+from .conftest import REPO, build_from_config, no_worker_options, predict_random_image, run_tool
+from .official_pvt_v2 import OfficialPVTv2
 
 # Paper Table 2: (M params of the whole classifier, GFLOPs at 224x224).
 TABLE2 = {
@@ -20,22 +23,41 @@ TABLE2 = {
     'classification/pvt_medium_in1k.py': (44.2, 6.7),
     'classification/pvt_large_in1k.py': (61.4, 9.8),
 }
+# PVT v2: (M params of the classifier, official README; GFLOPs at 224x224, v2 paper Table 2
+# as transcribed by Papers with Code, b4's by timm's model card; none found for b2_li).
+V2_TABLE = {
+    'classification/pvtv2_b0_in1k.py': (3.7, 0.6),
+    'classification/pvtv2_b1_in1k.py': (14.0, 2.1),
+    'classification/pvtv2_b2_in1k.py': (25.4, 4.0),
+    'classification/pvtv2_b2_li_in1k.py': (22.6, None),
+    'classification/pvtv2_b3_in1k.py': (45.2, 6.9),
+    'classification/pvtv2_b4_in1k.py': (62.6, 10.1),
+    'classification/pvtv2_b5_in1k.py': (82.0, 11.8),
+}
 CLS_CONFIGS = sorted(str(p.relative_to(REPO / 'configs'))
                      for p in (REPO / 'configs' / 'classification').glob('*.py'))
 TINY_CONFIG = 'configs/classification/pvt_tiny_in1k_tiny.py'
 
 
 def test_every_table_config_is_listed():
-    assert {c for c in CLS_CONFIGS if c.endswith('_in1k.py')} == set(TABLE2)
+    assert {c for c in CLS_CONFIGS if c.endswith('_in1k.py')} == set(TABLE2) | set(V2_TABLE)
 
 
 @pytest.mark.parametrize('config', CLS_CONFIGS)
 def test_config_builds(config):
     cfg, model = build_from_config(config)
     assert type(model).__name__ == 'ImageClassifier'
-    assert type(model.backbone).__name__ == 'PVT' and model.backbone.with_cls_token
+    if config in V2_TABLE:  # mean-pooled last-stage tokens, no class token
+        assert type(model.backbone).__name__ == 'PVTv2' and model.backbone.out_indices == (3, )
+        assert type(model.neck).__name__ == 'GlobalAveragePooling'
+        deep = cfg.model.backbone.arch in ('b3', 'b4', 'b5')  # official drop-path / clipping
+        assert cfg.model.backbone.drop_path_rate == (0.3 if deep else 0.1)
+        assert cfg.optim_wrapper.get('clip_grad') == (dict(max_norm=1.0) if deep else None)
+    else:
+        assert type(model.backbone).__name__ == 'PVT' and model.backbone.with_cls_token
     assert type(model.head).__name__ == 'LinearClsHead'
-    assert model.head.fc.in_features == 512 and model.head.fc.out_features == 1000
+    assert model.head.fc.in_features == model.backbone.embed_dims[-1]
+    assert model.head.fc.out_features == 1000
     assert cfg.custom_imports['imports'] == ['pvt_mm']
     # The DeiT recipe (paper section 5.1).
     assert cfg.model.head.loss.type == 'LabelSmoothLoss' and cfg.model.head.loss.label_smooth_val == 0.1
@@ -46,9 +68,10 @@ def test_config_builds(config):
     assert opt.type == 'AdamW' and opt.weight_decay == 0.05
     assert [s.type for s in cfg.param_scheduler] == ['LinearLR', 'CosineAnnealingLR']
     assert cfg.train_dataloader.dataset.type == 'ImageNet' and cfg.val_evaluator.type == 'Accuracy'
-    if config in TABLE2:
+    if config in TABLE2 or config in V2_TABLE:
+        expected = (TABLE2.get(config) or V2_TABLE[config])[0]
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        assert abs(params - TABLE2[config][0]) <= 0.05, f'{params:.4f} M vs paper {TABLE2[config][0]} M'
+        assert abs(params - expected) <= 0.05, f'{params:.4f} M vs published {expected} M'
         # lr 5e-4 per 512 images of total batch: 8 GPUs x 128 = 1024 -> 1e-3.
         assert opt.lr == pytest.approx(5e-4 * 8 * cfg.train_dataloader.batch_size / 512)
         assert cfg.auto_scale_lr.base_batch_size == 8 * cfg.train_dataloader.batch_size
@@ -59,13 +82,40 @@ def test_config_builds(config):
         assert cfg.model.backbone.init_cfg is None  # from scratch, as the paper
 
 
-@pytest.mark.parametrize('config', sorted(TABLE2))
-def test_gflops_match_table2(config):
+@pytest.mark.parametrize('config', sorted(TABLE2) + [c for c, v in V2_TABLE.items() if v[1]])
+def test_gflops_match_the_papers(config):
     from pvt_mm.flops import classifier_flops
     _, model = build_from_config(config)
     gflops = classifier_flops(model, (224, 224)) / 1e9
-    paper = TABLE2[config][1]
+    paper = (TABLE2.get(config) or V2_TABLE[config])[1]
     assert abs(gflops - paper) / paper <= 0.05, f'{gflops:.3f} GFLOPs vs paper {paper}'
+
+
+def test_v2_classifier_is_the_official_mean_pooled_model(tmp_path):
+    """Official-format v2-b0 weights through the config's own path (backbone via init_cfg,
+    the official head copied into LinearClsHead): the logits of the official classifier
+    (head on the mean of the normalised stage-4 tokens), at 224x224 and an odd size."""
+    torch.manual_seed(0)
+    official = OfficialPVTv2().perturb_norms_().eval()
+    path = tmp_path / 'pvt_v2_b0.pth'
+    torch.save({'model': official.state_dict()}, path)
+    _, model = build_from_config('classification/pvtv2_b0_in1k.py')
+    model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(path))
+    model.init_weights()
+    model.head.fc.load_state_dict(official.head.state_dict())
+    model.eval()
+    for size in ((224, 224), (61, 93)):
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x, mode='tensor'), official(x), atol=2e-5, rtol=1e-4)
+
+
+def test_v2_classifier_predicts_on_a_small_image():
+    _, model = build_from_config('classification/pvtv2_b0_in1k.py')
+    model.init_weights()
+    (pred, ) = predict_random_image(model, 'mmpretrain', (64, 64))
+    assert pred.pred_score.shape == (1000, ) and torch.isfinite(pred.pred_score).all()
+    assert pred.pred_score.sum().item() == pytest.approx(1.0, abs=1e-4)
 
 
 # ------------------------------------------------------------------ end to end on CPU

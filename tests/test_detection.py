@@ -1,5 +1,6 @@
-"""Detection configs and tools: every config builds with the paper's parameter counts, and
-each family trains and evaluates on the embedded COCO-format data through tools/."""
+"""Detection configs and tools: every config builds with the paper's parameter counts (v1)
+or exactly mmdet's own RetinaNet-PVTv2's (v2), the smallest v2 ones predict on a random
+image, and each family trains and evaluates on the embedded COCO-format data through tools/."""
 import os
 import re
 
@@ -7,7 +8,10 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from .conftest import REPO, build_from_config, no_worker_options, run_tool, shapes_options
+from pvt_mm.models.backbones.pvt import V2_ARCHS
+
+from .conftest import (REPO, build_from_config, no_worker_options, predict_random_image, run_tool,
+                       shapes_options)
 
 # Paper Tables 3 and 4 (M parameters of the whole detector).
 TABLE_PARAMS_M = {
@@ -26,31 +30,90 @@ TABLE_PARAMS_M = {
     'mask_rcnn/pvt_large_fpn_1x_coco.py': 81.0,
     'mask_rcnn/pvt_small_fpn_3x_mstrain_coco.py': 44.1,
 }
+# PVT v2, 1x: every arch for both detectors (the official release's set).
+V2_CONFIGS = [f'{family}/pvtv2_{arch}_fpn_1x_coco.py' for family in ('retinanet', 'mask_rcnn')
+              for arch in V2_ARCHS]
 DETECTION_CONFIGS = sorted(
     str(p.relative_to(REPO / 'configs')) for family in ('retinanet', 'mask_rcnn', 'detr')
     for p in (REPO / 'configs' / family).glob('*.py'))
 
 
 def test_every_table_config_is_listed():
-    listed = set(TABLE_PARAMS_M) | {'detr/pvt_small_detr_50e_coco.py'}
+    listed = set(TABLE_PARAMS_M) | set(V2_CONFIGS) | {'detr/pvt_small_detr_50e_coco.py'}
     coco = {c for c in DETECTION_CONFIGS if c.endswith(('coco.py', 'coco_640.py'))}
     assert coco == listed
+
+
+def _official_lr_and_batch(config):
+    """(lr, images per GPU) of the official release's config: RetinaNet 1e-4, Mask R-CNN
+    2e-4 for v2 (1e-4 in pvt_mm's v1 configs, the paper's); b4 / b5 run 1 image per GPU
+    with the lr divided by 1.4."""
+    lr = 2e-4 if config.startswith('mask_rcnn/pvtv2_') else 1e-4
+    if '_b4_' in config or '_b5_' in config:
+        return lr / 1.4, 1
+    return lr, 2
 
 
 @pytest.mark.parametrize('config', DETECTION_CONFIGS)
 def test_config_builds(config):
     cfg, model = build_from_config(config)
-    assert type(model.backbone).__name__ == 'PVT'
+    v2 = config in V2_CONFIGS
+    assert type(model.backbone).__name__ == ('PVTv2' if v2 else 'PVT')
     assert cfg.custom_imports['imports'] == ['pvt_mm']
+    assert model.backbone.out_channels == tuple(cfg.model.neck.in_channels)
     if config in TABLE_PARAMS_M:
         params = sum(p.numel() for p in model.parameters()) / 1e6
         assert abs(params - TABLE_PARAMS_M[config]) <= 0.1, f'{params:.2f} M vs paper {TABLE_PARAMS_M[config]} M'
     if config.endswith('coco.py') or config.endswith('640.py'):
-        assert cfg.model.backbone.init_cfg.checkpoint.startswith('checkpoints/pvt_')
-        assert cfg.model.backbone.init_cfg.checkpoint.endswith(f'{cfg.model.backbone.arch}.pth')
+        arch = cfg.model.backbone.arch
+        assert cfg.model.backbone.init_cfg.checkpoint == (
+            f'checkpoints/pvt_v2_{arch}.pth' if v2 else f'checkpoints/pvt_{arch}.pth')
         assert cfg.optim_wrapper.optimizer.type == 'AdamW'
-        assert cfg.optim_wrapper.optimizer.lr == 1e-4
+        assert cfg.optim_wrapper.optimizer.weight_decay == 1e-4
+        lr, per_gpu = _official_lr_and_batch(config)
+        assert cfg.optim_wrapper.optimizer.lr == pytest.approx(lr)
+        assert cfg.train_dataloader.batch_size == per_gpu
+        assert cfg.auto_scale_lr.base_batch_size == 8 * per_gpu  # 8 GPUs
         assert cfg.model.backbone.drop_path_rate == 0.1
+        assert not v2 or cfg.train_cfg.max_epochs == 12  # 1x
+
+
+@pytest.mark.parametrize('arch', [a for a in V2_ARCHS if a != 'b2_li'])
+def test_retinanet_v2_has_the_parameter_count_of_mmdets(arch):
+    """Our RetinaNet-PVTv2 and mmdet 3.3's own retinanet_pvtv2-bX_fpn_1x_coco.py, both built
+    through mmdet's registry without weights: exactly the same parameter count (and the same
+    backbone count; b2_li has no mmdet twin, mmdet lacks linear SRA)."""
+    from mmengine.hub import get_config
+    from mmdet.registry import MODELS
+    _, ours = build_from_config(f'retinanet/pvtv2_{arch}_fpn_1x_coco.py', with_weights=False)
+    theirs_cfg = get_config(f'mmdet::pvt/retinanet_pvtv2-{arch}_fpn_1x_coco.py')
+    theirs_cfg.model.backbone.init_cfg = None
+    theirs = MODELS.build(theirs_cfg.model)
+    assert type(theirs.backbone).__name__ == 'PyramidVisionTransformerV2'
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    assert count(ours.backbone) == count(theirs.backbone)
+    assert count(ours) == count(theirs)
+
+
+@pytest.mark.parametrize('config', ['retinanet/pvtv2_b0_fpn_1x_coco.py',
+                                    'mask_rcnn/pvtv2_b0_fpn_1x_coco.py'])
+def test_v2_detector_predicts_on_a_small_image(config):
+    """A whole test step (preprocessing, backbone, FPN, heads, NMS; masks for Mask R-CNN)
+    of the smallest v2 configs on a random 64x80 image, untrained (every box kept)."""
+    _, model = build_from_config(config, with_weights=False)
+    model.init_weights()
+    if config.startswith('mask_rcnn'):
+        model.roi_head.test_cfg.score_thr = 0.0
+    else:
+        model.bbox_head.test_cfg.score_thr = 0.0
+    (pred, ) = predict_random_image(model, 'mmdet', (64, 80))
+    boxes = pred.pred_instances.bboxes
+    assert len(boxes) > 0 and torch.isfinite(boxes).all()
+    if config.startswith('mask_rcnn'):
+        assert tuple(pred.pred_instances.masks.shape[1:]) == (64, 80)
 
 
 def test_detr_recipe():
@@ -62,10 +125,14 @@ def test_detr_recipe():
     assert cfg.model.backbone.out_indices == (3, )
 
 
-def test_missing_pretrained_weights_say_where_to_get_them(tmp_path):
-    cfg, model = build_from_config('retinanet/pvt_small_fpn_1x_coco.py')
-    model.backbone.init_cfg['checkpoint'] = str(tmp_path / 'pvt_small.pth')
-    with pytest.raises(FileNotFoundError, match=r'(?s)pvt_small\.pth.*does not exist.*github\.com/whai362/PVT.*from scratch'):
+@pytest.mark.parametrize('config, name', [('retinanet/pvt_small_fpn_1x_coco.py', 'pvt_small.pth'),
+                                          ('retinanet/pvtv2_b2_fpn_1x_coco.py', 'pvt_v2_b2.pth')])
+def test_missing_pretrained_weights_say_where_to_get_them(tmp_path, config, name):
+    cfg, model = build_from_config(config)
+    model.backbone.init_cfg['checkpoint'] = str(tmp_path / name)
+    url = re.escape(f'github.com/whai362/PVT/releases/download/v2/{name}')
+    expected = rf'(?s){re.escape(name)}.*does not exist.*{url}.*from scratch'
+    with pytest.raises(FileNotFoundError, match=expected):
         model.init_weights()
 
 

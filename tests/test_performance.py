@@ -12,6 +12,7 @@ from pvt_mm.models.backbones.pvt_convert import convert_official_keys, to_offici
 
 from .conftest import load_tool, run_tool
 from .official_pvt import OfficialPVT
+from .official_pvt_v2 import OfficialPVTv2
 
 
 @pytest.fixture(scope='module')
@@ -43,20 +44,60 @@ def test_same_outputs_as_mmdet_pvt_with_official_weights(official_and_ours, size
             torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize('arch', ['b0', 'b2'])
+def test_v2_same_outputs_as_mmdet_pvtv2(arch):
+    """benchmark_backbone.py --arch b0/b2: mmdet's PyramidVisionTransformerV2 loaded with
+    pvt_mm's weights (our official-format export -> mmdet's pvt_convert) gives pvt_mm's
+    outputs in fp32 on small inputs, so the timings compare the same model."""
+    bench = load_tool('tools/analysis/benchmark_backbone.py')
+    models = bench.build_models(arch, 'cpu')
+    assert type(models['mmdet_pvt']).__name__ == 'PyramidVisionTransformerV2'
+    for size in ((64, 64), (61, 93)):
+        assert bench.check_equivalence(models, 'cpu', size=size, atol=2e-5, rtol=1e-4) < 2e-5
+
+
+def test_v2_official_weights_give_mmdet_pvtv2_our_outputs(tmp_path):
+    """Independently of the benchmark's mapping: an official-format v2-b0 release read by
+    mmdet's own converter and by pvt_mm's init_cfg gives the same features."""
+    from mmdet.models.backbones.pvt import PyramidVisionTransformerV2, pvt_convert
+    from pvt_mm import PVTv2
+    bench = load_tool('tools/analysis/benchmark_backbone.py')
+    torch.manual_seed(0)
+    official = OfficialPVTv2().perturb_norms_().eval()
+    path = tmp_path / 'pvt_v2_b0.pth'
+    torch.save({'model': official.state_dict()}, path)
+    ours = PVTv2(arch='b0', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    ours.init_weights()
+    ref = bench.use_official_norm_eps(PyramidVisionTransformerV2(embed_dims=32, num_layers=[2] * 4))
+    result = ref.load_state_dict(pvt_convert(official.state_dict()), strict=False)
+    assert not result.missing_keys and not result.unexpected_keys  # the head is dropped
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(ours.eval()(x), ref.eval()(x), strict=True):
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_benchmark_refuses_an_arch_mmdet_cannot_build():
+    bench = load_tool('tools/analysis/benchmark_backbone.py')
+    with pytest.raises(ValueError, match='no linear SRA.*benchmark b2'):
+        bench.build_models('b2_li', 'cpu')
+
+
 def _grads_in_mmdet_layout(model):
     """pvt_mm's parameter gradients renamed/reshaped exactly as its weights go to mmdet."""
     from mmdet.models.backbones.pvt import pvt_convert
     grads = {name: p.grad for name, p in model.named_parameters()}
-    return pvt_convert(to_official_keys(grads))
+    return pvt_convert(to_official_keys(grads, stage_norms=model.arch['stage_norm']))
 
 
-@pytest.mark.parametrize('threads', [1, 2, 5])
-def test_training_gradients_equal_mmdet_pvt(threads):
-    """The training fast path (query groups sized by the thread count) keeps every
-    gradient equal to the reference implementation's, whatever the thread count."""
+@pytest.mark.parametrize('arch, threads', [('tiny', 1), ('tiny', 2), ('tiny', 5), ('b0', 2)])
+def test_training_gradients_equal_mmdet_pvt(arch, threads):
+    """The training fast path (query groups sized by the thread count; v2's depth-wise
+    conv FFN) keeps every gradient equal to the reference implementation's, whatever the
+    thread count."""
     bench = load_tool('tools/analysis/benchmark_backbone.py')
     torch.manual_seed(0)
-    models = bench.build_models('tiny', 'cpu')
+    models = bench.build_models(arch, 'cpu')
     ours, ref = models['pvt_mm'], models['mmdet_pvt']
     for module in (*ours.modules(), *ref.modules()):  # stochastic depth would differ
         if hasattr(module, 'drop_prob'):
@@ -250,16 +291,22 @@ def test_get_flops_runs_on_a_detection_config():
     assert '1 multiply-add = 1 FLOP' in out
 
 
-def test_benchmark_backbone_runs_end_to_end(tmp_path):
+@pytest.mark.parametrize('arch, mmdet_model, modes', [
+    ('tiny', 'PyramidVisionTransformer', ['infer', 'train']),
+    ('b2', 'PyramidVisionTransformerV2', ['infer']),  # v2: one mode keeps the memory children few
+])
+def test_benchmark_backbone_runs_end_to_end(tmp_path, arch, mmdet_model, modes):
     out_json = tmp_path / 'bench.json'
-    out = run_tool(['tools/analysis/benchmark_backbone.py', '--arch', 'tiny', '--shape', '64', '64',
-                    '--repeat', '1', '--warmup', '0', '--modes', 'infer', 'train',
+    out = run_tool(['tools/analysis/benchmark_backbone.py', '--arch', arch, '--shape', '64', '64',
+                    '--repeat', '1', '--warmup', '0', '--modes', *modes,
                     '--json', out_json], timeout=300).stdout
-    assert 'same weights (fp32, max |diff|' in out and ': OK' in out
+    assert f'== mmdet {mmdet_model} with the same weights (fp32, max |diff|' in out
+    assert ': OK' in out
     assert 'time ours/mmdet' in out and 'mem ours/mmdet' in out
     data = json.loads(out_json.read_text())
-    assert [r['mode'] for r in data['results']] == ['infer', 'train']
+    assert [r['mode'] for r in data['results']] == modes
     for row in data['results']:
         assert row['time_ratio_vs_mmdet'] > 0 and row['time_ratio_vs_resnet50'] > 0
         assert set(row['peak_mib']) == {'pvt_mm', 'mmdet_pvt', 'resnet50'}
     assert data['machine']['torch'] == torch.__version__
+    assert data['mmdet_model'] == mmdet_model

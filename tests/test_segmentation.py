@@ -1,13 +1,17 @@
-"""Semantic FPN configs (mmseg): every config builds with paper Table 5's parameter counts
-and GFLOPs, and the model trains and reports mIoU through tools/train.py and tools/test.py
-on the embedded ADE20K-layout data."""
+"""Semantic FPN configs (mmseg): every config builds (v1: with paper Table 5's parameter
+counts and GFLOPs; v2: every arch of the official PVTv2-Seg release, b0 predicting on a random
+image), and the model trains and reports mIoU through tools/train.py and tools/test.py on the
+embedded ADE20K-layout data."""
 import json
 import re
 
 import pytest
 import torch
 
-from .conftest import REPO, build_from_config, load_tool, no_worker_options, run_tool
+from pvt_mm.models.backbones.pvt import V2_ARCHS
+
+from .conftest import (REPO, build_from_config, load_tool, no_worker_options, predict_random_image,
+                       run_tool)
 
 # Paper Table 5: Semantic FPN on ADE20K, (M params, GFLOPs at 512x512).
 TABLE5 = {
@@ -16,20 +20,23 @@ TABLE5 = {
     'semfpn/pvt_medium_fpn_80k_ade20k.py': (48.0, 61.0),
     'semfpn/pvt_large_fpn_80k_ade20k.py': (65.1, 79.6),
 }
+# PVT v2: b0-b5, as the official PVTv2-Seg release (which reports mIoU for these).
+V2_CONFIGS = [f'semfpn/pvtv2_{arch}_fpn_80k_ade20k.py' for arch in V2_ARCHS if arch != 'b2_li']
 SEG_CONFIGS = sorted(str(p.relative_to(REPO / 'configs'))
                      for p in (REPO / 'configs' / 'semfpn').glob('*.py'))
 TINY_CONFIG = 'configs/semfpn/pvt_tiny_fpn_ade20k_tiny.py'
 
 
 def test_every_table_config_is_listed():
-    assert {c for c in SEG_CONFIGS if c.endswith('_ade20k.py')} == set(TABLE5)
+    assert {c for c in SEG_CONFIGS if c.endswith('_ade20k.py')} == set(TABLE5) | set(V2_CONFIGS)
 
 
 @pytest.mark.parametrize('config', SEG_CONFIGS)
 def test_config_builds(config):
     cfg, model = build_from_config(config)
     assert type(model).__name__ == 'EncoderDecoder'
-    assert type(model.backbone).__name__ == 'PVT'
+    v2 = config in V2_CONFIGS
+    assert type(model.backbone).__name__ == ('PVTv2' if v2 else 'PVT')
     assert type(model.neck).__name__ == 'FPN' and type(model.decode_head).__name__ == 'FPNHead'
     assert cfg.custom_imports['imports'] == ['pvt_mm']
     assert model.backbone.out_channels == tuple(cfg.model.neck.in_channels)
@@ -50,8 +57,10 @@ def test_config_builds(config):
     if config in TABLE5:
         params = sum(p.numel() for p in model.parameters()) / 1e6
         assert abs(params - TABLE5[config][0]) <= 0.1, f'{params:.3f} M vs paper {TABLE5[config][0]} M'
+    if config.endswith('_ade20k.py'):
         arch = cfg.model.backbone.arch
-        assert cfg.model.backbone.init_cfg.checkpoint == f'checkpoints/pvt_{arch}.pth'
+        assert cfg.model.backbone.init_cfg.checkpoint == (
+            f'checkpoints/pvt_v2_{arch}.pth' if v2 else f'checkpoints/pvt_{arch}.pth')
         assert train['RandomCrop']['crop_size'] == (512, 512)
         assert cfg.model.data_preprocessor.size == (512, 512)
         assert [t for t in cfg.test_dataloader.dataset.pipeline
@@ -63,6 +72,17 @@ def test_config_builds(config):
         assert cfg.train_cfg.max_iters == 80000
         # Batch 16 = 4 GPUs x 4 (paper section 5.3).
         assert cfg.train_dataloader.batch_size * 4 == 16
+
+
+def test_v2_segmentor_predicts_on_a_small_image():
+    """A whole test step of Semantic FPN + PVT v2-b0 (untrained) on a random 64x80 image:
+    150-class logits and a label map at the input size."""
+    _, model = build_from_config('semfpn/pvtv2_b0_fpn_80k_ade20k.py', with_weights=False)
+    model.init_weights()
+    (pred, ) = predict_random_image(model, 'mmseg', (64, 80))
+    assert tuple(pred.seg_logits.data.shape) == (150, 64, 80)
+    assert torch.isfinite(pred.seg_logits.data).all()
+    assert tuple(pred.pred_sem_seg.data.shape) == (1, 64, 80)
 
 
 # Attention products (q k^T and attn v: 2 * N * N_kv * C per layer, N = (512/s)^2,
@@ -88,6 +108,19 @@ def test_gflops_match_table5(config):
     paper = TABLE5[config][1]
     assert abs(total / 1e9 - paper) / paper <= 0.05, f'{total / 1e9:.2f} GFLOPs vs paper {paper}'
     assert abs((total - attention) / 1e9 - paper) / paper > 0.05
+
+
+def test_v2_attention_flops_are_counted():
+    """PVT v2-b0 (32/64/160/256 channels, padded overlapping patch embeddings: the same
+    grids at 512x512): the SDPA handle counts exactly the attention products by hand."""
+    from mmengine.model import revert_sync_batchnorm
+    from pvt_mm.flops import count_flops
+    _, model = build_from_config('semfpn/pvtv2_b0_fpn_80k_ade20k.py', with_weights=False)
+    _, by_op = count_flops(revert_sync_batchnorm(model).eval(), (torch.rand(1, 3, 512, 512), ))
+    dims = (32, 64, 160, 256)
+    assert by_op['scaled_dot_product_attention'] == sum(
+        2 * 2 * (512 // s) ** 2 * ((512 // s) // r) ** 2 * c
+        for (s, r, _), c in zip(STAGES, dims))  # depths 2, 2, 2, 2
 
 
 def test_sdpa_handle_equals_counting_explicit_matmuls():

@@ -234,9 +234,11 @@ def test_model_index_lists_every_config():
     assert {Path(p).parent.name for p in metafiles} == set(FAMILIES)
     listed, names = set(), []
     for path, meta in metafiles.items():
-        collections = {c['Name'] for c in meta['Collections']}
+        collections = {c['Name']: c for c in meta['Collections']}
         for coll in meta['Collections']:
-            assert coll['Paper']['URL'] == 'https://arxiv.org/abs/2102.12122'
+            v2 = coll['Name'].endswith('PVTv2')
+            assert coll['Paper']['URL'] == ('https://arxiv.org/abs/2106.13797' if v2 else
+                                            'https://arxiv.org/abs/2102.12122')
             assert coll['Metadata']['Training Data']
         for model in meta['Models']:
             names.append(model['Name'])
@@ -246,7 +248,13 @@ def test_model_index_lists_every_config():
             assert model['Metadata']['Training Data']
             assert isinstance(model['Metadata']['Parameters'], int)
             assert model.get('Weights') is None  # no trained weights are hosted
-            assert model['Results Source'].startswith('paper Table')
+            # v1: the paper's tables; v2: the official release's READMEs (with measured FLOPs).
+            if model['In Collection'].endswith('PVTv2'):
+                assert Path(model['Config']).name.startswith('pvtv2_')
+                assert re.match(r'official .*README \(https://github\.com/whai362/', model['Results Source'])
+                assert isinstance(model['Metadata']['FLOPs'], int)
+            else:
+                assert model['Results Source'].startswith('paper Table')
             for result in model['Results']:
                 assert result['Task'] and result['Dataset']
                 assert result['Metrics'] and all(isinstance(v, float) and 0 < v < 100
@@ -260,10 +268,12 @@ def test_model_index_lists_every_config():
 
 
 def test_model_index_parameters_match_the_configs():
-    """Spot-check the Parameters metadata against a built model (the smallest of each
-    detection family; the test suites of each family check the paper's counts)."""
+    """Spot-check the Parameters metadata against a built model (small v1 and v2 configs;
+    the test suites of each family check the published counts)."""
     models = {m['Config']: m for meta in _load_index().values() for m in meta['Models']}
-    for config in ('configs/retinanet/pvt_tiny_fpn_1x_coco.py', 'configs/semfpn/pvt_tiny_fpn_80k_ade20k.py'):
+    for config in ('configs/retinanet/pvt_tiny_fpn_1x_coco.py', 'configs/semfpn/pvt_tiny_fpn_80k_ade20k.py',
+                   'configs/retinanet/pvtv2_b0_fpn_1x_coco.py',
+                   'configs/classification/pvtv2_b2_li_in1k.py'):
         _, built = build_from_config(config)
         assert sum(p.numel() for p in built.parameters()) == models[config]['Metadata']['Parameters']
 
@@ -274,9 +284,9 @@ def test_mim_can_read_the_index():
     from modelindex.load_model_index import load
     index = load(str(REPO / 'model-index.yml'))
     index.build_models_with_collections()
-    assert len(index.collections) == 5
+    assert len(index.collections) == 9  # 5 of v1, 4 of v2 (no v2 DETR)
     names = [model.name for model in index.models]
-    assert len(names) == len(set(names)) >= 23
+    assert len(names) == len(set(names)) >= 23 + 27
     for model in index.models:
         assert (REPO / model.config).is_file(), model.config
         assert model.in_collection in {c.name for c in index.collections}

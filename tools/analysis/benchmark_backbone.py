@@ -1,8 +1,11 @@
 """Benchmark pvt_mm's PVT against mmdet's PyramidVisionTransformer and ResNet-50, side by side.
 
-One process, one run: the three backbones are built, mmdet's PVT gets the SAME weights as
-pvt_mm's (pvt_mm weights -> official release layout -> mmdet's own ``pvt_convert`` -> strict
-load) and the outputs are compared first, in true fp32 (TF32 off for the check: cuDNN and
+``--arch tiny|small|medium|large`` compares PVT v1 with mmdet's ``PyramidVisionTransformer``,
+``--arch b0 ... b5`` PVT v2 with mmdet's ``PyramidVisionTransformerV2`` (mmdet has no linear
+SRA, so ``b2_li`` has no mmdet twin). One process, one run: the three backbones are built,
+mmdet's PVT gets the SAME weights as pvt_mm's (pvt_mm weights -> official release layout ->
+mmdet's own ``pvt_convert``, which reads v1 and v2 releases -> strict load) and the outputs
+are compared first, in true fp32 (TF32 off for the check: cuDNN and
 cuBLAS would otherwise round fp32 convolutions and matmuls to 10-bit mantissas on Ampere+
 GPUs); a mismatch aborts the run. Then every (size, batch, mode, dtype) case is timed
 round-robin over the models (one call of each per repeat, order rotated every repeat), so
@@ -49,33 +52,50 @@ def build_models(arch: str, device: str, seed: int = 0,
     """pvt_mm's PVT, mmdet's PVT with the same weights, and mmdet's ResNet-50.
 
     Args:
-        arch: pvt_mm arch preset.
+        arch: pvt_mm arch preset: v1 (``'tiny'`` ...) or v2 (``'b0'`` ... ``'b5'``).
         device: ``'cpu'`` or ``'cuda'``.
         seed: Seed of pvt_mm's random initialisation (mmdet's PVT copies it).
         only: Build just this one of :data:`MODELS` (the memory children).
+
+    Raises:
+        ValueError: an arch mmdet cannot express (``'b2_li'``: mmdet has no linear SRA).
     """
     from mmdet.models.backbones import ResNet
-    from mmdet.models.backbones.pvt import PyramidVisionTransformer, pvt_convert
-    from pvt_mm import PVT
+    from mmdet.models.backbones.pvt import (PyramidVisionTransformer,
+                                            PyramidVisionTransformerV2, pvt_convert)
+    from pvt_mm import ARCH_ZOO, PVT, PVTv2
+    from pvt_mm.models.backbones.pvt import V2_ARCHS
     from pvt_mm.models.backbones.pvt_convert import to_official_keys
 
+    if arch not in ARCH_ZOO:
+        raise ValueError(f'Unknown arch {arch!r}; choose one of {sorted(ARCH_ZOO)}.')
+    if ARCH_ZOO[arch]['linear_sra']:
+        raise ValueError(f'mmdet 3.3 has no linear SRA, so PVT v2-{arch} has no mmdet twin to '
+                         'compare with; benchmark b2 (the same model with SRA) instead.')
     if only == 'resnet50':
         resnet = ResNet(depth=50).to(device)
         resnet.eval()  # mmdet's ResNet.train() returns None: no chaining
         return dict(resnet50=resnet)
+    v2 = arch in V2_ARCHS
     torch.manual_seed(seed)
-    ours = PVT(arch=arch)
+    ours = (PVTv2 if v2 else PVT)(arch=arch)
     ours.init_weights()
-    depths = list(ours.arch['depths'])
-    ref = PyramidVisionTransformer(
-        embed_dims=ours.arch['embed_dims'][0], num_layers=depths,
-        num_heads=list(ours.arch['num_heads']), patch_sizes=list(ours.arch['patch_sizes']),
-        strides=list(ours.arch['patch_sizes']), sr_ratios=list(ours.arch['sr_ratios']),
-        mlp_ratios=list(ours.arch['mlp_ratios']))
-    if [ref.embed_dims * h for h in ref.num_heads] != list(ours.arch['embed_dims']):
-        raise ValueError(f'mmdet PVT cannot express embed_dims {ours.arch["embed_dims"]}')
+    table = ours.arch
+    common = dict(embed_dims=table['embed_dims'][0], num_layers=list(table['depths']),
+                  num_heads=list(table['num_heads']), sr_ratios=list(table['sr_ratios']),
+                  mlp_ratios=list(table['mlp_ratios']))
+    if v2:  # overlapping 7/4/3, 3/2/1 patch embeddings, stage norms, conv FFN: fixed by the class
+        ref = PyramidVisionTransformerV2(**common)
+    else:
+        ref = PyramidVisionTransformer(patch_sizes=list(table['patch_sizes']),
+                                       strides=list(table['patch_sizes']), **common)
+    if [ref.embed_dims * h for h in ref.num_heads] != list(table['embed_dims']):
+        raise ValueError(f'mmdet PVT cannot express embed_dims {table["embed_dims"]}')
     use_official_norm_eps(ref)
-    converted = pvt_convert(to_official_keys(ours.state_dict()))
+    # Our keys -> the official release's (ours, pvt_convert.py) -> mmdet's (mmdet's own
+    # converter): no third mapping to keep in step, and the check below also proves that
+    # our official-format export is what mmdet's loader reads.
+    converted = pvt_convert(to_official_keys(ours.state_dict(), stage_norms=table['stage_norm']))
     result = ref.load_state_dict(converted, strict=True)
     assert not result.missing_keys and not result.unexpected_keys, result
     # torch's default init is fine for timing; mmdet's init_weights only adds log noise.
@@ -88,15 +108,21 @@ def build_models(arch: str, device: str, seed: int = 0,
     return models
 
 
+def mmdet_name(arch: str) -> str:
+    """The mmdet class that ``arch`` is compared with."""
+    from pvt_mm.models.backbones.pvt import V2_ARCHS
+    return 'PyramidVisionTransformerV2' if arch in V2_ARCHS else 'PyramidVisionTransformer'
+
 
 def use_official_norm_eps(mmdet_pvt: nn.Module) -> nn.Module:
-    """Give mmdet's PVT the official LayerNorm eps where it differs: mmdet uses 1e-6 in
-    every norm, the official PVT (and pvt_mm) torch's default 1e-5 in the patch
-    embeddings and the attention reductions. Same model as pvt_mm's then, to fp32
+    """Give mmdet's PVT (v1 or v2) the official LayerNorm eps where it differs: mmdet uses
+    1e-6 in every norm, the official PVT v1 and v2 (and pvt_mm) torch's default 1e-5 in the
+    patch embeddings and the attention reductions. Same model as pvt_mm's then, to fp32
     rounding; unchanged, its outputs differ by up to ~1e-4 (about 3e-5 relative).
 
     Args:
-        mmdet_pvt: An mmdet ``PyramidVisionTransformer`` (changed in place and returned).
+        mmdet_pvt: An mmdet ``PyramidVisionTransformer`` or ``PyramidVisionTransformerV2``
+            (changed in place and returned).
     """
     for name, module in mmdet_pvt.named_modules():
         if isinstance(module, nn.LayerNorm) and (
@@ -109,6 +135,12 @@ def check_equivalence(models: Dict[str, nn.Module], device: str,
                       size: Tuple[int, int] = (224, 288), atol: float = 1e-4,
                       rtol: float = 1e-4) -> float:
     """Compare pvt_mm's and mmdet's PVT outputs in exact fp32; raise if they differ.
+
+    Args:
+        models: :func:`build_models`'s dict (``pvt_mm`` and ``mmdet_pvt`` are compared).
+        device: Where the models are.
+        size: Input ``(H, W)`` of the batch of 2 random images.
+        atol, rtol: Tolerances of ``torch.allclose`` per output map.
 
     Returns:
         The largest absolute difference over the four maps.
@@ -290,7 +322,10 @@ def format_table(rows: List[dict]) -> str:
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--arch', default='small', help='pvt_mm arch preset (default small)')
+    parser.add_argument('--arch', default='small',
+                        help='pvt_mm arch preset: v1 tiny/small/medium/large (vs mmdet '
+                        'PyramidVisionTransformer) or v2 b0-b5 (vs PyramidVisionTransformerV2); '
+                        'default small')
     parser.add_argument('--shape', nargs=2, type=int, action='append', metavar=('H', 'W'),
                         help='input size, repeatable (default 512 512 and 800 1333)')
     parser.add_argument('--batch-sizes', nargs='+', type=int, default=[1])
@@ -319,9 +354,13 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     torch.set_num_threads(args.threads)
     shapes = [tuple(s) for s in (args.shape or [(512, 512), (800, 1333)])]
     info = machine_info(args.device)
-    models = build_models(args.arch, args.device)
+    try:
+        models = build_models(args.arch, args.device)
+    except ValueError as exc:
+        sys.exit(f'error: {exc}')
+    ref_name = mmdet_name(args.arch)
     max_diff = check_equivalence(models, args.device)
-    print(f'pvt_mm PVT-{args.arch} == mmdet PyramidVisionTransformer with the same weights '
+    print(f'pvt_mm PVT-{args.arch} == mmdet {ref_name} with the same weights '
           f'(fp32, max |diff| {max_diff:.2e}): OK')
     if args.compile:
         models['pvt_mm'] = torch.compile(models['pvt_mm'])
@@ -363,7 +402,7 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
           f'device {info["device"]}{" " + info["gpu"] if "gpu" in info else ""}, '
           f'torch {info["torch"]}, mmdet {info.get("mmdet")}, date {info["date"]}')
     print(f'PVT-{args.arch} (pvt_mm{", torch.compile" if args.compile else ""}) vs mmdet '
-          f'PyramidVisionTransformer (same weights, eager) vs mmdet ResNet-50; median of {args.repeat} interleaved calls after {args.warmup} warm-up; '
+          f'{ref_name} (same weights, eager) vs mmdet ResNet-50; median of {args.repeat} interleaved calls after {args.warmup} warm-up; '
           'ratio < 1 means pvt_mm is faster / leaner.')
     if rows and 'memory_method' in rows[0]:
         print(f'Peak memory: extra memory of one call in a fresh process per model '
@@ -371,8 +410,8 @@ def main(argv: Optional[List[str]] = None) -> List[dict]:
     print(format_table(rows))
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(dict(machine=info, arch=args.arch, max_abs_diff=max_diff,
-                           compile=args.compile,
+            json.dump(dict(machine=info, arch=args.arch, mmdet_model=ref_name,
+                           max_abs_diff=max_diff, compile=args.compile,
                            repeat=args.repeat, warmup=args.warmup, results=rows), f, indent=2)
         print(f'Wrote {args.json}')
     return rows

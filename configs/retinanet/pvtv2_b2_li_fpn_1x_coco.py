@@ -1,0 +1,3 @@
+# RetinaNet + PVT v2-b2-li (linear SRA), 1x: 43.6 AP (official detection README).
+_base_ = './pvtv2_b1_fpn_1x_coco.py'
+model = dict(backbone=dict(arch='b2_li', init_cfg=dict(checkpoint={{_base_.pvtv2_pretrained.b2_li}})))

@@ -1,0 +1,3 @@
+# Semantic FPN + PVT v2-b5, ADE20K: 48.7 mIoU (official PVTv2-Seg README).
+_base_ = './pvtv2_b1_fpn_80k_ade20k.py'
+model = dict(backbone=dict(arch='b5', init_cfg=dict(checkpoint={{_base_.pvtv2_pretrained.b5}})))
