@@ -5,6 +5,7 @@ One tiny RetinaNet run (module fixture) provides a real checkpoint and a real mm
 """
 import json
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -363,3 +364,27 @@ default_hooks = dict(logger=dict(interval=1))
     assert len(losses) == 2 and all(np.isfinite(losses)), log[-3000:]  # 2 images / batch 1
     assert 'loss_rpn_cls' in log and 'loss_bbox' in log
     assert (work / 'epoch_1.pth').is_file()
+
+
+def test_draw_predictions_names_labels_by_the_config(shapes_root, tmp_path):
+    # The shapes configs keep 3 of the json's 80 categories: label 0 is 'sports ball'
+    # (drawn as 'circle'), not COCO's first category 'person'.
+    from pvt_mm.visualization import _label_categories
+    ann_file = shapes_root / 'annotations' / 'instances_val2017.json'
+    categories = json.loads(ann_file.read_text())['categories']
+    labelled = _label_categories(categories, ('sports ball', 'kite', 'tv'))
+    assert [c['name'] for c in labelled] == ['sports ball', 'kite', 'tv']
+    assert _label_categories(categories, None)[0]['name'] == 'person'
+    with pytest.raises(ValueError, match='not categories of the annotation file'):
+        _label_categories(categories, ('sports ball', 'hexagon'))
+
+    image = json.loads(ann_file.read_text())['images'][0]
+    preds = [dict(img_id=image['id'], pred_instances=dict(
+        bboxes=torch.tensor([[10., 10., 60., 60.]]), scores=torch.tensor([0.9]),
+        labels=torch.tensor([0])))]
+    preds_file = tmp_path / 'preds.pkl'
+    preds_file.write_bytes(pickle.dumps(preds))
+    out = tmp_path / 'predictions.png'
+    run_tool(['tools/misc/draw_predictions.py', ann_file, preds_file, out, '--num', '1',
+              '--config', SHAPES_CONFIG])
+    assert out.stat().st_size > 5_000

@@ -14,12 +14,12 @@ model = dict(
     # A light FPN + head (64 channels, 2 convs instead of 256 and 4, 3 classes): at this size
     # the full head costs several times the backbone. GroupNorm keeps the from-scratch head's
     # logits in range (without it the classification loss exploded at lr >= 3e-4).
-    neck=dict(in_channels=[32, 64, 160, 256], out_channels=64),
+    neck=dict(in_channels={{_base_.pvtv2_b0_stage_widths}}, out_channels=64),
     bbox_head=dict(num_classes=3, in_channels=64, feat_channels=64, stacked_convs=2,
                    norm_cfg=dict(type='GN', num_groups=16, requires_grad=True)))
 
-# 10 epochs of the 400 images (1000 steps of batch 4): AP was still rising at 5.
-max_epochs = 10
+# 8 epochs of the 400 images (800 steps of batch 4): AP was still rising at 5.
+max_epochs = 8
 train_cfg = dict(max_epochs=max_epochs, val_interval=2)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
