@@ -87,8 +87,10 @@ def draw_detections(ann_file: str, preds_file: str, out: str, num: int = 4, cols
                     color='white', path_effects=outline, va='bottom')
         inst = preds[img['id']]
         kept = 0
-        for box, score, label in zip(inst['bboxes'].tolist(), inst['scores'].tolist(),
-                                     inst['labels'].tolist()):
+        # Lowest score first, so that where boxes of two classes overlap on one object, the
+        # higher-scoring box and its label are drawn on top and stay readable.
+        for score, box, label in sorted(zip(inst['scores'].tolist(), inst['bboxes'].tolist(),
+                                            inst['labels'].tolist()), key=lambda p: p[0]):
             if score < score_thr:
                 continue
             kept += 1
