@@ -38,8 +38,8 @@ SHAPE_CATEGORY = {'circle': 'sports ball', 'triangle': 'kite', 'rectangle': 'tv'
 WIDTH, HEIGHT = 320, 256
 SET_VERSION = 2  # bump when the drawing changes, so that old sets are regenerated
 # 3-6 shapes per image by default (fewer where they do not fit): more boxes per image = more
-# to learn from per training step (the main job's held-out AP after 600 steps: 0.50 with
-# 3-6, 0.37 with 2-4). Circumradius 18-48 px: boxes of about 30-96 px.
+# to learn from per training step (README's main-job section has the runs). Circumradius
+# 18-48 px: boxes of about 30-96 px.
 MIN_SHAPES, MAX_SHAPES, RADIUS = 3, 6, (18, 48)
 
 
