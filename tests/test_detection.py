@@ -57,7 +57,7 @@ def _official_lr_and_batch(config):
 @pytest.mark.parametrize('config', DETECTION_CONFIGS)
 def test_config_builds(config):
     cfg, model = build_from_config(config)
-    v2 = config in V2_CONFIGS
+    v2 = '/pvtv2_' in config  # the file name says the version (main job included)
     assert type(model.backbone).__name__ == ('PVTv2' if v2 else 'PVT')
     assert cfg.custom_imports['imports'] == ['pvt_mm']
     assert model.backbone.out_channels == tuple(cfg.model.neck.in_channels)
