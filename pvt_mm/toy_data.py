@@ -62,7 +62,7 @@ def write_atomically(out: str, name: str, write: Callable[[str], str]) -> str:
 
     Args:
         out: Final folder of the data set.
-        name: Names the temporary folder (``.NAME_XXXX``).
+        name: Prefix of the temporary folder's name (``.NAME_`` plus a random suffix).
         write: Fills the folder it is given and returns a summary.
 
     Returns:

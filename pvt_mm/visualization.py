@@ -27,7 +27,7 @@ def _label_categories(categories: List[dict], classes: Optional[Sequence[str]]) 
     missing = [name for name in classes if name not in by_name]
     if missing:
         raise ValueError(f'classes {missing} are not categories of the annotation file; '
-                         f'pass the classes of the config that made the predictions')
+                         'pass the classes of the config that made the predictions')
     return [by_name[name] for name in classes]
 
 
@@ -59,6 +59,10 @@ def draw_detections(ann_file: str, preds_file: str, out: str, num: int = 4, cols
                       if a['category_id'] in label_ids})
     colour_of = {label: COLOURS[k % len(COLOURS)] for k, label in enumerate(present)}
     preds = {int(p['img_id']): p['pred_instances'] for p in load(preds_file)}
+    top = max((int(i['labels'].max()) for i in preds.values() if len(i['labels'])), default=-1)
+    if top >= len(names):
+        raise ValueError(f'{preds_file} has label {top} but {len(names)} classes are known; '
+                         'pass --config (classes=) of the model that made the predictions')
     images = [img for img in sorted(coco['images'], key=lambda i: i['id'])
               if img['id'] in preds][:num]
     if not images:
@@ -107,7 +111,11 @@ def draw_detections(ann_file: str, preds_file: str, out: str, num: int = 4, cols
                  'thin dashed = ground truth', fontsize=10)
     fig.tight_layout()
     tmp = out + '.tmp.png'
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, out)
+    finally:  # no partial picture left behind
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return out

@@ -16,6 +16,17 @@ import sys
 from pvt_mm.visualization import draw_detections
 
 
+def config_classes(config: str):
+    """The class names of ``config``'s test dataset (its ``metainfo``), or None if it keeps
+    all of the annotation file's categories."""
+    from mmengine.config import Config
+    loader = Config.fromfile(config).get('test_dataloader')
+    if loader is None:
+        raise ValueError(f'{config} has no test_dataloader; pass the config that made the '
+                         'predictions')
+    return (loader.dataset.get('metainfo') or {}).get('classes')
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('ann_file')
@@ -29,12 +40,8 @@ def main() -> int:
     parser.add_argument('--config', help='the config that made the predictions: its test '
                         "dataset's metainfo classes name the labels")
     args = parser.parse_args()
-    classes = None
-    if args.config:
-        from mmengine.config import Config
-        metainfo = Config.fromfile(args.config).test_dataloader.dataset.get('metainfo') or {}
-        classes = metainfo.get('classes')
     try:
+        classes = config_classes(args.config) if args.config else None
         out = draw_detections(args.ann_file, args.preds, args.out, num=args.num, cols=args.cols,
                               score_thr=args.score_thr, img_dir=args.img_dir, title=args.title,
                               classes=classes)
