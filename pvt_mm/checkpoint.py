@@ -9,6 +9,7 @@ here knows a model: each model's key mapping and adaptation live beside it (PVT'
 import os
 import pickle
 from typing import Dict, List, Tuple
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor
@@ -62,22 +63,109 @@ def mmengine_safe_globals() -> list:
             (_history_buffer_getattr, '__builtin__.getattr')]
 
 
+URL_SCHEMES = ('http', 'https')
+
+
+def is_url(path: str) -> bool:
+    """Whether ``path`` names a checkpoint by an http(s) URL rather than a local file."""
+    return urlparse(os.fspath(path)).scheme in URL_SCHEMES
+
+
+def url_cache_path(url: str) -> str:
+    """Where a checkpoint URL is cached: ``<torch hub dir>/checkpoints/<file name>``, the file
+    that mmengine's and torch's own ``load_url`` read and write, so each downloads it once."""
+    import torch.hub
+    name = os.path.basename(urlparse(url).path)
+    if not name:
+        raise CheckpointError(f'Checkpoint URL {url!r} names no file (its path ends with "/"); '
+                              'give the URL of the .pth file itself.')
+    return os.path.join(torch.hub.get_dir(), 'checkpoints', name)
+
+
+def _download(url: str, cached: str) -> None:
+    """Stream ``url`` into a temporary file beside ``cached`` and rename it into place only
+    when every announced byte arrived: the cache never holds a partial checkpoint.
+
+    (``torch.hub.download_url_to_file`` keeps a body cut short by a dropped connection as if
+    it were complete, so it is not used.)
+    """
+    import shutil
+    import tempfile
+    import urllib.request
+    directory = os.path.dirname(cached)
+    os.makedirs(directory, exist_ok=True)
+    print(f'Downloading {url} to {cached}', flush=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(cached)}.', suffix='.partial',
+                               dir=directory)
+    try:
+        with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=60) as response:
+            expected = response.headers.get('Content-Length')
+            shutil.copyfileobj(response, out, length=1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+            received = out.tell()
+        if expected is not None and received != int(expected):
+            raise OSError(f'the connection closed after {received} of {expected} bytes')
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, cached)
+    except Exception as exc:  # urllib raises URLError/HTTPError/OSError/... for a failed download
+        raise CheckpointError(
+            f'Cannot download checkpoint {url!r} into the torch hub cache {cached!r} '
+            f'({type(exc).__name__}: {exc}). Check the URL and the network, or download the '
+            f'file yourself, put it at {cached!r} (or anywhere) and point the config at the '
+            'local path.') from exc
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def local_checkpoint_path(path: str) -> str:
+    """The local file of a checkpoint: ``path`` itself, or for an http(s) URL its copy in the
+    torch hub cache, downloaded on first use.
+
+    In a distributed run local rank 0 downloads while the other ranks wait, as mmengine's
+    ``load_from_http`` does.
+
+    Raises:
+        CheckpointError: the download failed (the message names the URL and cache path).
+    """
+    path = os.fspath(path)
+    if not is_url(path):
+        return path
+    cached = url_cache_path(path)
+    from mmengine.dist import barrier, get_dist_info, get_local_rank
+    _, world_size = get_dist_info()
+    if get_local_rank() == 0 and not os.path.isfile(cached):
+        _download(path, cached)
+    if world_size > 1:
+        barrier()
+        if not os.path.isfile(cached):  # a cache not shared with this node's rank 0
+            _download(path, cached)
+    return cached
+
+
 def read_checkpoint(path: str, map_location: str = 'cpu') -> dict:
-    """Safely read a checkpoint file (``.pth`` via ``weights_only=True``, or safetensors).
+    """Safely read a checkpoint (``.pth`` via ``weights_only=True``, or safetensors).
+
+    Args:
+        path: A local file, or an http(s) URL, downloaded once into the torch hub cache
+            (see :func:`local_checkpoint_path`) and then read the same safe way.
+        map_location: Where to put the tensors.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         CheckpointError: the file is empty, truncated, not a checkpoint, or would need to
-            run code to load.
+            run code to load; the download of a URL failed.
     """
-    path = os.fspath(path)
+    path = local_checkpoint_path(path)
     if not os.path.isfile(path):
         name = os.path.basename(path)
-        source = (f'from {OFFICIAL_RELEASE_URL}{name} ' if name in OFFICIAL_RELEASE_FILES else '')
+        url = (f' or point it at the URL {OFFICIAL_RELEASE_URL}{name} (downloaded once into the '
+               'torch hub cache)' if name in OFFICIAL_RELEASE_FILES else '')
         raise FileNotFoundError(
-            f'Checkpoint file {path!r} does not exist. Download the weights {source}and put '
-            'them there (configs/_base_/pvt.py lists the paths), point '
-            'init_cfg.checkpoint at the right file, or set init_cfg=None to train from scratch.')
+            f'Checkpoint file {path!r} does not exist. Put the weights there (configs/_base_/pvt.py '
+            f'lists the paths){url}, point init_cfg.checkpoint at the right file or http(s) '
+            'URL, or set init_cfg=None to train from scratch.')
     if os.path.getsize(path) == 0:
         raise CheckpointError(f'Checkpoint file {path!r} is empty (0 bytes); download it again.')
     if path.endswith('.safetensors'):
@@ -200,5 +288,6 @@ def check_model_checkpoint(path: str) -> dict:
 
 __all__ = [
     'CheckpointError', 'StateDict', 'read_checkpoint', 'unwrap_state_dict', 'short_keys',
-    'strict_load_problems', 'check_model_checkpoint', 'mmengine_safe_globals',
+    'strict_load_problems', 'check_model_checkpoint', 'mmengine_safe_globals', 'is_url',
+    'url_cache_path', 'local_checkpoint_path',
 ]

@@ -164,6 +164,62 @@ def imagenet_root(tmp_path_factory) -> Path:
     return _generate(tmp_path_factory, 'make_imagenet_tiny.py', 'imagenet_tiny')
 
 
+@dataclass
+class CheckpointServer:
+    """A local HTTP server of checkpoint files, as a model zoo would serve them."""
+
+    root: Path
+    url: str
+    requests: List[str]
+
+
+@pytest.fixture
+def checkpoint_server(tmp_path):
+    """Serve ``server.root`` at ``server.url`` (``http://127.0.0.1:PORT/``) for one test.
+
+    ``GET /truncated/NAME`` announces NAME's full size but closes the connection after a
+    third of it (a download cut short); every request path is appended to ``requests``.
+    """
+    import http.server
+    import threading
+    root = tmp_path / 'served'
+    root.mkdir()
+    requests: List[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def do_GET(self):
+            requests.append(self.path)
+            if not self.path.startswith('/truncated/'):
+                return super().do_GET()
+            data = (root / self.path[len('/truncated/'):]).read_bytes()
+            self.send_response(200)
+            self.send_header('Content-Length', str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:len(data) // 3])
+            self.close_connection = True
+
+        def log_message(self, *args):  # keep the test output quiet
+            pass
+
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield CheckpointServer(root, f'http://127.0.0.1:{server.server_address[1]}/', requests)
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch) -> Path:
+    """An empty ``TORCH_HOME`` (torch hub cache) for this test and the tools it runs."""
+    home = tmp_path / 'torch_home'
+    monkeypatch.setenv('TORCH_HOME', str(home))
+    return home
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` skip, saying why, on a machine without a CUDA GPU."""
     import torch

@@ -227,3 +227,70 @@ def test_converter_tool(tmp_path, official_tiny, official_tiny_file):
     with torch.no_grad():
         for a, b in zip(_loaded(out, arch='tiny')(x), official_tiny.forward_dense(x)):
             torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+# ------------------------------------------------------------ weights named by URL
+def test_url_in_init_cfg_downloads_once_into_the_hub_cache(official_tiny, official_tiny_file,
+                                                           checkpoint_server, torch_home):
+    """``init_cfg=dict(type='Pretrained', checkpoint='https://...')``, as mmdet's and the
+    official configs write it, built and initialised through mmengine's registry."""
+    from mmengine.registry import MODELS
+    import pvt_mm  # noqa: F401  (registers PVT)
+    name = 'pvt_tiny_official.pth'
+    (checkpoint_server.root / name).write_bytes(official_tiny_file.read_bytes())
+    url = checkpoint_server.url + name
+    x = torch.randn(1, 3, 96, 128)
+    for _ in range(2):  # the second build reads the cache
+        model = MODELS.build(dict(type='pvt_mm.PVT', arch='tiny',
+                                  init_cfg=dict(type='Pretrained', checkpoint=url)))
+        model.init_weights()
+        with torch.no_grad():
+            for a, b in zip(model.eval()(x), official_tiny.forward_dense(x), strict=True):
+                torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+    assert checkpoint_server.requests == ['/' + name]
+    assert (torch_home / 'hub' / 'checkpoints' / name).read_bytes() == official_tiny_file.read_bytes()
+
+
+def test_url_checkpoint_goes_through_the_strict_report(checkpoint_server, torch_home):
+    """A downloaded file is read and checked exactly as a local one (weights_only, strict)."""
+    torch.save({'model': PVT(arch='small').state_dict()}, checkpoint_server.root / 'small.pth')
+    model = PVT(arch='tiny', init_cfg=dict(type='Pretrained',
+                                           checkpoint=checkpoint_server.url + 'small.pth'))
+    with pytest.raises(CheckpointError, match='missing|unexpected|mismatch'):
+        model.init_weights()
+
+
+def test_failed_download_names_url_and_cache_and_leaves_no_partial_file(
+        official_tiny_file, checkpoint_server, torch_home):
+    (checkpoint_server.root / 'w.pth').write_bytes(official_tiny_file.read_bytes())
+    cache = torch_home / 'hub' / 'checkpoints'
+    for url in (checkpoint_server.url + 'truncated/w.pth', checkpoint_server.url + 'missing.pth'):
+        model = PVT(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=url))
+        with pytest.raises(CheckpointError) as info:
+            model.init_weights()
+        message = str(info.value)
+        assert url in message and str(cache) in message, message
+        assert not cache.exists() or not list(cache.iterdir()), list(cache.iterdir())
+
+
+def test_test_tool_evaluates_a_checkpoint_url(shapes_root, checkpoint_server, torch_home, tmp_path):
+    """``tools/test.py CONFIG https://...`` downloads the detector once and evaluates it."""
+    from .conftest import build_from_config, no_worker_options, shapes_options
+    config = 'configs/retinanet/pvt_tiny_fpn_shapes.py'
+    torch.manual_seed(0)
+    _, model = build_from_config(config, with_weights=False)
+    model.init_weights()
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint_server.root / 'det.pth')
+    options = shapes_options(shapes_root) + no_worker_options('test_dataloader') + [
+        'model.test_cfg.score_thr=0.0']
+    url = checkpoint_server.url + 'det.pth'
+    result = run_tool(['tools/test.py', config, url, '--work-dir', tmp_path / 'eval',
+                       '--cfg-options', *options], env={'TORCH_HOME': str(torch_home)})
+    assert 'coco/bbox_mAP' in result.output
+    assert (torch_home / 'hub' / 'checkpoints' / 'det.pth').is_file()
+    assert checkpoint_server.requests == ['/det.pth']  # mmengine reused our download
+    failed = run_tool(['tools/test.py', config, checkpoint_server.url + 'truncated/det.pth',
+                       '--cfg-options', *options], env={'TORCH_HOME': str(torch_home / 'other')},
+                      check=False)
+    assert failed.returncode != 0 and 'Cannot download checkpoint' in failed.stderr
+    assert 'Traceback' not in failed.stderr

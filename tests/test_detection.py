@@ -177,7 +177,7 @@ def test_tool_errors_are_clear(tmp_path):
     result = run_tool(['tools/train.py', 'configs/retinanet/nope.py'], check=False)
     assert result.returncode != 0 and "config file 'configs/retinanet/nope.py' does not exist" in result.stderr
     result = run_tool(['tools/test.py', FAMILY_CONFIGS['retinanet'], tmp_path / 'x.pth'], check=False)
-    assert result.returncode != 0 and 'checkpoint file' in result.stderr and 'does not exist' in result.stderr
+    assert result.returncode != 0 and 'Checkpoint file' in result.stderr and 'does not exist' in result.stderr
     if not torch.cuda.is_available():
         result = run_tool(['tools/train.py', FAMILY_CONFIGS['retinanet'], '--amp',
                            '--work-dir', tmp_path], check=False)

@@ -21,7 +21,7 @@ from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint
+from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint, local_checkpoint_path
 from pvt_mm.runtime import (add_runner_arguments, allow_mmengine_checkpoints, check_datasets,
                             init_distributed, load_config, parse_runner_arguments,
                             shutdown_distributed, use_compile)
@@ -30,7 +30,8 @@ from pvt_mm.runtime import (add_runner_arguments, allow_mmengine_checkpoints, ch
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test a model with a PVT backbone')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file or http(s) URL (downloaded once '
+                        'into the torch hub cache)')
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--out', help='dump raw predictions to this .pkl file')
     parser.add_argument('--show-dir', help='save drawn predictions under this directory')
@@ -56,18 +57,17 @@ def enable_drawing(cfg: Config, show_dir: str) -> None:
 
 def main() -> None:
     args = parse_args()
-    if not osp.isfile(args.checkpoint):
-        sys.exit(f'error: checkpoint file {args.checkpoint!r} does not exist')
     try:
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     except FileNotFoundError as exc:
         sys.exit(f'error: {exc}')
     allow_mmengine_checkpoints()
-    try:  # fail early and safely (weights_only) on a damaged or hostile file
-        check_model_checkpoint(args.checkpoint)
-    except CheckpointError as exc:
+    try:  # fail early and safely (weights_only) on a missing, damaged or hostile file
+        checkpoint = local_checkpoint_path(args.checkpoint)
+        check_model_checkpoint(checkpoint)
+    except (FileNotFoundError, CheckpointError) as exc:
         sys.exit(f'error: {exc}')
-    cfg.load_from = args.checkpoint
+    cfg.load_from = checkpoint
     try:
         check_datasets(cfg, splits=('test', ))
     except FileNotFoundError as exc:

@@ -20,7 +20,7 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint
+from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint, local_checkpoint_path
 from pvt_mm.engine import find_resumable_checkpoint, use_atomic_checkpoints
 from pvt_mm.runtime import (AMP_DTYPES, add_runner_arguments, allow_mmengine_checkpoints,
                             check_datasets, init_distributed, load_config,
@@ -73,18 +73,29 @@ def build_config(args: argparse.Namespace) -> Config:
             print(f'No checkpoint to resume in {cfg.work_dir}; starting from scratch.')
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
+    checkpoint_hook = cfg.get('default_hooks', {}).get('checkpoint')
+    if checkpoint_hook is not None and checkpoint_hook.get('type') in ('CheckpointHook',
+                                                                       'mmengine.CheckpointHook'):
+        checkpoint_hook.type = 'AtomicCheckpointHook'  # last_checkpoint written atomically too
     hooks = list(cfg.get('custom_hooks', None) or [])
     present = {h.get('type') for h in hooks}
     cfg.custom_hooks = hooks + [dict(type=t) for t in SAFETY_HOOKS if t not in present]
     return cfg
 
 
-def check_checkpoint(path: str) -> None:
-    """Fail early, clearly and safely on a checkpoint that cannot be resumed/loaded."""
+def check_checkpoint(path: str) -> str:
+    """Fail early, clearly and safely on a checkpoint that cannot be resumed/loaded.
+
+    Returns:
+        Its local file: ``path``, or for an http(s) URL the copy downloaded into the torch
+        hub cache (where mmengine would look for it too).
+    """
     try:
-        check_model_checkpoint(path)
+        local = local_checkpoint_path(path)
+        check_model_checkpoint(local)
     except (FileNotFoundError, CheckpointError) as exc:
         sys.exit(f'error: cannot use checkpoint for --resume/load_from: {exc}')
+    return local
 
 
 def main() -> None:
@@ -93,7 +104,7 @@ def main() -> None:
     use_atomic_checkpoints()
     cfg = build_config(args)
     if cfg.get('load_from'):
-        check_checkpoint(cfg.load_from)
+        cfg.load_from = check_checkpoint(cfg.load_from)
     try:
         check_datasets(cfg, splits=('train', 'val'))
     except FileNotFoundError as exc:
