@@ -1,12 +1,16 @@
 """Training-loop safety for pvt_mm's entry points: nothing lost on interruption, no silent
 corruption.
 
-* :class:`AtomicLocalBackend` makes every local checkpoint write atomic (temporary file,
-  fsync, rename), so a run killed while saving never leaves a truncated checkpoint.
+* :func:`use_atomic_checkpoints` makes every local file mmengine writes through its file
+  backends (checkpoints included) atomic: temporary file, fsync, rename. With
+  :class:`AtomicCheckpointHook` (mmengine's ``CheckpointHook``, which ``tools/train.py``
+  swaps in) the ``last_checkpoint`` pointer is written the same way, so a run killed while
+  saving never leaves a truncated checkpoint or pointer.
 * :func:`find_resumable_checkpoint` picks the newest checkpoint that actually loads, even
   when ``last_checkpoint`` is missing, empty or points at a damaged file.
-* :class:`RNGStateHook` stores the torch / numpy / python RNG states in every checkpoint and
-  restores them on resume, so an interrupted and resumed run matches an uninterrupted one.
+* :class:`RNGStateHook` stores every rank's torch (CPU and CUDA) / numpy / python RNG states
+  in each checkpoint and restores them on ``--resume``, so an interrupted and resumed run
+  matches an uninterrupted one.
 * :class:`FiniteLossHook` stops training at the first non-finite loss, naming the
   iteration, before a corrupted model can be checkpointed.
 """
@@ -22,19 +26,29 @@ from typing import Optional, Union
 import numpy as np
 import torch
 from mmengine.fileio import LocalBackend, register_backend
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 
 from .checkpoint import CheckpointError, read_checkpoint
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(data: Union[bytes, str], filepath: Union[str, Path], mode: str,
                   encoding: Optional[str] = None) -> None:
+    """Write ``data`` to a temporary file beside ``filepath``, fsync it, then rename it over
+    ``filepath``: readers (and a resume after a kill) see the old file or the new one."""
     filepath = os.fspath(filepath)
     directory = osp.dirname(osp.abspath(filepath))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(filepath)}.', suffix='.tmp', dir=directory)
     try:
+        # mkstemp creates mode 0600; give the file the mode a plain open() would.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode, encoding=encoding) as f:
             f.write(data)
             f.flush()
@@ -44,6 +58,16 @@ def _atomic_write(data: Union[bytes, str], filepath: Union[str, Path], mode: str
         if osp.exists(tmp):
             os.remove(tmp)
         raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
 
 
 class AtomicLocalBackend(LocalBackend):
@@ -57,8 +81,48 @@ class AtomicLocalBackend(LocalBackend):
 
 
 def use_atomic_checkpoints() -> None:
-    """Route mmengine's local writes (checkpoints included) through :class:`AtomicLocalBackend`."""
-    register_backend('local', AtomicLocalBackend, force=True)
+    """Route mmengine's local writes (checkpoints included) through :class:`AtomicLocalBackend`.
+
+    mmengine picks a path's backend from its prefix table (``''`` for plain paths), not from
+    the name ``local``, so both are replaced; backend instances it cached earlier are dropped.
+    """
+    from mmengine.fileio import io as mmengine_io
+    register_backend('local', AtomicLocalBackend, force=True, prefixes='')
+    for key, backend in list(mmengine_io.backend_instances.items()):
+        if type(backend) is LocalBackend:
+            del mmengine_io.backend_instances[key]
+
+
+class _WorkDirRedirect:
+    """A view of the runner whose ``work_dir`` is another directory; everything else is the
+    runner's own."""
+
+    def __init__(self, runner, work_dir: str) -> None:
+        self.__dict__['_runner'] = runner
+        self.__dict__['work_dir'] = work_dir
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__['_runner'], name)
+
+
+class AtomicCheckpointHook(CheckpointHook):
+    """mmengine's ``CheckpointHook`` whose ``last_checkpoint`` pointer is written atomically.
+
+    ``CheckpointHook`` writes the pointer with a plain ``open()`` into ``runner.work_dir``; here
+    it writes into a private directory inside the work dir and the finished file is fsynced
+    and renamed over ``work_dir/last_checkpoint``. Checkpoints themselves go through the file
+    backend (see :func:`use_atomic_checkpoints`). Takes ``CheckpointHook``'s arguments.
+    """
+
+    def _save_checkpoint_with_step(self, runner, step, meta):
+        staging = osp.join(runner.work_dir, '.last_checkpoint.staging')
+        os.makedirs(staging, exist_ok=True)
+        super()._save_checkpoint_with_step(_WorkDirRedirect(runner, staging), step, meta)
+        written = osp.join(staging, 'last_checkpoint')
+        if osp.isfile(written):  # only the main process writes it
+            with open(written) as f:
+                _atomic_write(f.read(), osp.join(runner.work_dir, 'last_checkpoint'), 'w')
+            os.remove(written)
 
 
 def _checkpoint_step(path: str) -> int:
@@ -98,35 +162,122 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
     return None
 
 
-class RNGStateHook(Hook):
-    """Save the RNG states with each checkpoint and restore them when resuming.
+def _local_rng_state() -> dict:
+    """This process's RNG states: torch CPU, torch CUDA (every device it owns), numpy, python."""
+    state = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
 
-    Restoring happens in ``before_train`` (after mmengine has re-seeded from the
-    checkpoint's meta), so the data order, augmentation and stochastic depth of a resumed
-    run continue exactly where the interrupted run stopped. Bit-identical results also
-    need ``num_workers=0`` or non-persistent workers (worker processes are re-seeded).
+
+def _set_local_rng_state(state: dict) -> Optional[str]:
+    """Restore :func:`_local_rng_state`'s states; returns a warning, or ``None``.
+
+    mmengine resumes with ``map_location=get_device()``, so on a GPU host the saved generator
+    states arrive as CUDA tensors; torch's setters take CPU byte tensors only.
+    """
+    torch.set_rng_state(state['torch'].cpu())
+    np.random.set_state(state['numpy'])
+    py = state['python']
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    cuda = state.get('cuda')
+    if cuda is not None:
+        if not torch.cuda.is_available():
+            return 'the checkpoint has CUDA RNG states but no GPU is visible; they are not restored'
+        if len(cuda) != torch.cuda.device_count():
+            return (f'the checkpoint has CUDA RNG states for {len(cuda)} devices but this process '
+                    f'sees {torch.cuda.device_count()}; they are not restored')
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+    return None
+
+
+class RNGStateHook(Hook):
+    """Save every rank's RNG states with each checkpoint and restore them on ``--resume``.
+
+    Each rank's torch CPU and CUDA generators, numpy and python states are saved (gathered to
+    the main process in a distributed run, so ``randomness.diff_rank_seed`` streams survive)
+    and each rank gets its own back when training resumes. Restoring happens in
+    ``before_train`` (after mmengine has re-seeded from the checkpoint's meta), so data order,
+    augmentation, dropout and stochastic depth continue exactly where the interrupted run
+    stopped. Loading weights with ``load_from`` (fine-tuning) restores nothing: the configured
+    seed's streams stay. Bit-identical results also need ``num_workers=0`` or non-persistent
+    workers (worker processes are re-seeded).
     """
 
-    priority = 'VERY_LOW'
+    # After mmengine's own hooks in before_train; before CheckpointHook (VERY_LOW) at the
+    # end of an epoch/iteration, so every rank's state is gathered before rank 0 saves.
+    priority = 'LOW'
 
     def __init__(self) -> None:
         self._pending = None
+        self._gathered = None
+
+    @staticmethod
+    def _checkpoint_hook(runner) -> Optional[CheckpointHook]:
+        return next((h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
+
+    def _gather_if_saving(self, runner, by_epoch: bool) -> None:
+        """In a distributed run, collect every rank's state when the checkpoint hook is about
+        to save (only the main process saves, so it cannot ask the others then)."""
+        from mmengine.dist import all_gather_object, get_world_size
+        if get_world_size() == 1:
+            return
+        hook = self._checkpoint_hook(runner)
+        if hook is None or hook.by_epoch != by_epoch:
+            return
+        if by_epoch:
+            due = hook.every_n_epochs(runner, hook.interval, hook.save_begin) or (
+                hook.save_last and hook.is_last_train_epoch(runner))
+        else:
+            due = hook.every_n_train_iters(runner, hook.interval, hook.save_begin) or (
+                hook.save_last and hook.is_last_train_iter(runner))
+        if due:
+            self._gathered = (runner.iter, all_gather_object(_local_rng_state()))
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        self._gather_if_saving(runner, by_epoch=False)
+
+    def after_train_epoch(self, runner) -> None:
+        self._gather_if_saving(runner, by_epoch=True)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint['rng_state'] = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(),
-                                       python=random.getstate())
+        from mmengine.dist import get_world_size
+        if get_world_size() == 1:
+            ranks = [_local_rng_state()]
+        elif self._gathered is not None and self._gathered[0] == runner.iter:
+            ranks = self._gathered[1]
+        else:  # a save the checkpoint hook did not announce: only this rank's state is known
+            ranks = [_local_rng_state()] + [None] * (get_world_size() - 1)
+        checkpoint['rng_state'] = dict(ranks=ranks)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        self._pending = checkpoint.get('rng_state')
+        meta = checkpoint.get('meta') or {}
+        self._pending = (meta.get('iter'), checkpoint.get('rng_state'))
 
     def before_train(self, runner) -> None:
         if self._pending is None:
             return
-        state, self._pending = self._pending, None
-        torch.set_rng_state(state['torch'])
-        np.random.set_state(state['numpy'])
-        py = state['python']
-        random.setstate((py[0], tuple(py[1]), py[2]))
+        (saved_iter, state), self._pending = self._pending, None
+        # Runner.resume sets the loop's iteration from the checkpoint; load_from leaves it at 0.
+        if not saved_iter or runner.iter != saved_iter:
+            runner.logger.info('Weights loaded with load_from: the RNG states are the configured '
+                               "seed's, not the checkpoint's.")
+            return
+        if state is None:
+            runner.logger.warning('The resumed checkpoint has no RNG states (saved without '
+                                  'RNGStateHook): random streams restart from the seed.')
+            return
+        from mmengine.dist import get_rank, get_world_size
+        ranks = state.get('ranks', [state])  # older pvt_mm checkpoints: one CPU-only state
+        rank, world_size = get_rank(), get_world_size()
+        if len(ranks) != world_size or ranks[rank] is None:
+            runner.logger.warning(
+                f'The checkpoint has RNG states for {len(ranks)} process(es) but this run has '
+                f'{world_size} (or none for rank {rank}); random streams restart from the seed.')
+            return
+        problem = _set_local_rng_state(ranks[rank])
+        if problem:
+            runner.logger.warning(f'RNG state of rank {rank}: {problem}.')
         runner.logger.info('Restored the RNG states saved with the resumed checkpoint.')
 
 
@@ -153,5 +304,5 @@ class FiniteLossHook(Hook):
                 'then resume from the last checkpoint with --resume.')
 
 
-__all__ = ['AtomicLocalBackend', 'use_atomic_checkpoints', 'find_resumable_checkpoint',
+__all__ = ['AtomicLocalBackend', 'AtomicCheckpointHook', 'use_atomic_checkpoints', 'find_resumable_checkpoint',
            'RNGStateHook', 'FiniteLossHook']

@@ -2,6 +2,7 @@
 bad inputs answered clearly. `pytest -k "resume or pickle or bad_input"` lists them."""
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -23,13 +24,20 @@ def _options(root: Path, epochs: int) -> list:
         'randomness.seed=0', 'randomness.deterministic=True']
 
 
-def _env():
-    return dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+# The device is explicit, so each test means the same on every host: mmengine trains on
+# CUDA whenever a GPU is visible.
+DEVICE_ENV = {'cpu': {'CUDA_VISIBLE_DEVICES': ''},
+              # cuBLAS needs a fixed workspace to be deterministic.
+              'cuda': {'CUBLAS_WORKSPACE_CONFIG': ':4096:8'}}
 
 
-def _train(work: Path, options: list, *extra: str, check: bool = True):
+def _env(device: str = 'cpu') -> dict:
+    return dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1', **DEVICE_ENV[device])
+
+
+def _train(work: Path, options: list, *extra: str, check: bool = True, device: str = 'cpu'):
     return run_tool(['tools/train.py', CONFIG, '--work-dir', work, *extra, '--cfg-options',
-                     *options], check=check)
+                     *options], check=check, env=DEVICE_ENV[device])
 
 
 def _weights(path: Path) -> dict:
@@ -43,12 +51,13 @@ def uninterrupted(shapes_root, tmp_path_factory):
     return work
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(shapes_root, uninterrupted, tmp_path):
-    work = tmp_path / 'killed'
+def _kill_resume_and_compare(shapes_root, reference: Path, work: Path, device: str) -> None:
+    """Kill a run in the middle of epoch 3, ``--resume`` it, and require epoch 3's weights to
+    equal the uninterrupted run's in ``reference`` exactly."""
     cmd = [PYTHON, 'tools/train.py', CONFIG, '--work-dir', str(work), '--cfg-options',
            *_options(shapes_root, 3)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=_env(), start_new_session=True)
+                            text=True, env=_env(device), start_new_session=True)
     seen = []
     deadline = time.time() + 600
     for line in proc.stdout:  # kill in the middle of epoch 3 (after its first iteration)
@@ -59,13 +68,28 @@ def test_resume_after_sigkill_matches_uninterrupted_run(shapes_root, uninterrupt
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, ''.join(seen[-30:])
     assert (work / 'epoch_2.pth').is_file() and not (work / 'epoch_3.pth').exists()
-    resumed = _train(work, _options(shapes_root, 3), '--resume')
-    assert 'resumed epoch: 2, iter: 4' in resumed.stdout + resumed.stderr
-    assert 'Restored the RNG states' in resumed.stdout + resumed.stderr
-    expected, got = _weights(uninterrupted / 'epoch_3.pth'), _weights(work / 'epoch_3.pth')
+    resumed = _train(work, _options(shapes_root, 3), '--resume', device=device)
+    assert 'resumed epoch: 2, iter: 4' in resumed.output
+    assert 'Restored the RNG states' in resumed.output
+    expected, got = _weights(reference / 'epoch_3.pth'), _weights(work / 'epoch_3.pth')
     assert expected.keys() == got.keys()
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(shapes_root, uninterrupted, tmp_path):
+    _kill_resume_and_compare(shapes_root, uninterrupted, tmp_path / 'killed', 'cpu')
+
+
+@pytest.mark.cuda
+def test_resume_on_the_gpu_matches_uninterrupted_run(shapes_root, tmp_path):
+    """mmengine resumes with map_location='cuda' here: the RNG states arrive as CUDA tensors,
+    and the CUDA generator (drop-path draws) must be restored too."""
+    reference = tmp_path / 'uninterrupted'
+    _train(reference, _options(shapes_root, 3), device='cuda')
+    _kill_resume_and_compare(shapes_root, reference, tmp_path / 'killed', 'cuda')
+    state = torch.load(reference / 'epoch_3.pth', map_location='cpu', weights_only=False)['rng_state']
+    assert 'cuda' in state['ranks'][0]  # the CUDA generator travels with the checkpoint
 
 
 def test_resume_skips_a_checkpoint_truncated_while_writing(shapes_root, uninterrupted, tmp_path):
@@ -84,23 +108,43 @@ def test_resume_skips_a_checkpoint_truncated_while_writing(shapes_root, uninterr
                                rtol=0, atol=0)
 
 
-def test_checkpoint_writes_are_atomic_under_sigkill(tmp_path):
-    target = tmp_path / 'epoch_9.pth'
-    target.write_bytes(b'previous complete checkpoint')
-    writer = (
-        'import sys; from pvt_mm.engine import AtomicLocalBackend\n'
-        'print("writing", flush=True)\n'
-        'AtomicLocalBackend().put(b"x" * (1 << 30), sys.argv[1])\n')
-    proc = subprocess.Popen([PYTHON, '-c', writer, str(target)], cwd=REPO, stdout=subprocess.PIPE,
-                            text=True, env=_env())
-    assert proc.stdout.readline().strip() == 'writing'
-    time.sleep(0.5)  # inside the 1 GiB write
-    proc.kill()
-    proc.wait()
-    assert target.read_bytes() == b'previous complete checkpoint'
-    leftovers = [p for p in tmp_path.iterdir() if p.name != 'epoch_9.pth']
-    for tmp in leftovers:  # a killed writer can leave only its hidden temporary file
-        assert tmp.name.startswith('.epoch_9.pth.') and tmp.name.endswith('.tmp')
+def _injecting_config(tmp_path: Path, *hooks: str) -> Path:
+    """CONFIG plus test-only hooks from tests/fault_injection.py (run with :func:`_injected_env`)."""
+    config = tmp_path / 'injected.py'
+    config.write_text(
+        f"_base_ = '{REPO / CONFIG}'\n"
+        "custom_imports = dict(imports=['pvt_mm', 'fault_injection'], allow_failed_imports=False)\n"
+        f"custom_hooks = [{', '.join(hooks)}]\n")
+    return config
+
+
+def _injected_env(**extra: str) -> dict:
+    return dict(PYTHONPATH=f"{REPO / 'tests'}:{os.environ.get('PYTHONPATH', '')}", **extra)
+
+
+def test_checkpoint_hook_writes_checkpoint_and_pointer_atomically(shapes_root, tmp_path):
+    """A real training run, killed after epoch 2's checkpoint data is written but before its
+    rename: epoch 1's checkpoint and ``last_checkpoint`` (both renamed into place) are intact,
+    no ``epoch_2.pth`` exists, and the checkpoints have the mode a plain write gives."""
+    log = tmp_path / 'renames.log'
+    config = _injecting_config(
+        tmp_path, f"dict(type='KillAtRenameHook', log='{log}', target='epoch_2.pth')")
+    work = tmp_path / 'work'
+    # umask 027 gives 0640 files; mkstemp alone would leave 0600.
+    result = run_tool(['bash', '-c', 'umask 027 && exec "$0" "$@"', PYTHON, 'tools/train.py',
+                       config, '--work-dir', work, '--cfg-options', *_options(shapes_root, 2)],
+                      check=False, env=_injected_env())
+    assert result.returncode == -signal.SIGKILL, result.output[-3000:]
+    renames = log.read_text().splitlines()
+    ckpt1, pointer = str(work / 'epoch_1.pth'), str(work / 'last_checkpoint')
+    assert any(line.endswith(f' -> {ckpt1}') and '/.epoch_1.pth.' in line for line in renames), renames
+    assert any(line.endswith(f' -> {pointer}') and '/.last_checkpoint.' in line for line in renames), renames
+    assert not (work / 'epoch_2.pth').exists()
+    assert [p.name for p in work.glob('.epoch_2.pth.*.tmp')]  # the written, never renamed data
+    assert (work / 'last_checkpoint').read_text() == ckpt1
+    assert _weights(work / 'epoch_1.pth')  # complete and loadable
+    assert (work / 'epoch_1.pth').stat().st_mode & 0o777 == 0o640
+    assert (work / 'last_checkpoint').stat().st_mode & 0o777 == 0o640
 
 
 def _crafted_checkpoint(path: Path, marker: Path) -> None:
@@ -162,21 +206,24 @@ def test_bad_input_coco_annotations_are_skipped_with_a_warning(shapes_root, tmp_
         'box outside its image': 1, 'zero-area box': 1, 'unknown category': 1}
 
 
+def _rng_digests(out: str, when: str) -> dict:
+    return {int(rank): digest for rank, digest in re.findall(rf'rng rank (\d) {when}: (\w+)', out)}
+
+
 def test_resume_after_a_ddp_worker_dies(shapes_root, tmp_path):
-    config = tmp_path / 'faulty.py'
-    config.write_text(
-        f"_base_ = '{REPO / CONFIG}'\n"
-        "custom_imports = dict(imports=['pvt_mm', 'fault_injection'], allow_failed_imports=False)\n"
-        "custom_hooks = [dict(type='DieOnRankHook', rank=1, at_iter=4)]\n")
+    """Rank 1 dies; the job resumes from epoch 1 with each rank's own RNG states (they differ
+    under diff_rank_seed) restored, on CPU processes even where a GPU is visible."""
+    faulty = _injecting_config(tmp_path, "dict(type='DieOnRankHook', rank=1, at_iter=4)",
+                               "dict(type='PrintRNGHook')")
     # Iteration 4 is the second of epoch 2: its peer finished iteration 3's all-reduce,
     # so epoch 1's checkpoint is complete on disk when the worker dies.
     work = tmp_path / 'ddp'
     options = _options(shapes_root, 2) + ['train_dataloader.batch_size=1',
-                                          'randomness.deterministic=False']
-    env = dict(PORT=str(29600 + os.getpid() % 300),
-               PYTHONPATH=f"{REPO / 'tests'}:{os.environ.get('PYTHONPATH', '')}")
+                                          'randomness.deterministic=False',
+                                          'randomness.diff_rank_seed=True']
+    env = _injected_env(PORT=str(29600 + os.getpid() % 300), CUDA_VISIBLE_DEVICES='')
     start = time.time()
-    result = run_tool(['tools/dist_train.sh', config, '2', '--work-dir', work, '--cfg-options',
+    result = run_tool(['tools/dist_train.sh', faulty, '2', '--work-dir', work, '--cfg-options',
                        *options], check=False, env=env, timeout=600)
     elapsed = time.time() - start
     out = result.output
@@ -185,14 +232,29 @@ def test_resume_after_a_ddp_worker_dies(shapes_root, tmp_path):
     assert 'exitcode' in out and '3' in out  # torchrun names the failed worker and its code
     assert elapsed < 300, f'the job took {elapsed:.0f} s to notice the dead worker'
     assert (work / 'epoch_1.pth').is_file() and not (work / 'epoch_2.pth').exists(), out[-4000:]
+    saved = _rng_digests(out, 'after epoch 1')
+    assert sorted(saved) == [0, 1] and saved[0] != saved[1], out[-3000:]
     # Resume the same job without the fault: it continues from epoch 1 and completes.
+    probe = tmp_path / 'probe'
+    probe.mkdir()
     env['PORT'] = str(int(env['PORT']) + 1)
-    result = run_tool(['tools/dist_train.sh', CONFIG, '2', '--work-dir', work, '--resume',
-                       '--cfg-options', *options], check=False, env=env, timeout=600)
+    result = run_tool(['tools/dist_train.sh', _injecting_config(probe, "dict(type='PrintRNGHook')"),
+                       '2', '--work-dir', work, '--resume', '--cfg-options', *options],
+                      check=False, env=env, timeout=600)
     out = result.output
     assert result.returncode == 0, out[-3000:]
     assert 'resumed epoch: 1, iter: 2' in out
+    assert _rng_digests(out, 'before_train') == saved
     assert (work / 'epoch_2.pth').is_file()
+
+
+def test_load_from_keeps_the_configured_seed(shapes_root, uninterrupted, tmp_path):
+    """Fine-tuning from a checkpoint (load_from, not --resume) must not replace the configured
+    seed's random streams with the ones saved in the checkpoint."""
+    result = _train(tmp_path / 'finetune', _options(shapes_root, 1) + [
+        f"load_from={uninterrupted / 'epoch_1.pth'}"])
+    assert 'Restored the RNG states' not in result.output
+    assert "the RNG states are the configured seed's" in result.output
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
