@@ -44,15 +44,19 @@ def test_main_job_learns(main_job):
     assert 'Config:' not in result.stdout and 'Config:' in (work / 'train.log').read_text()
 
 
-def test_untrained_detector_stays_below_the_floor(main_job, tmp_path):
+def test_untrained_detector_stays_below_the_floor(main_job, tmp_path, checkpoint_server, torch_home):
+    """Also the checkpoint-URL path of tools/test.py: the untrained detector is served over
+    http, downloaded once into the torch hub cache, and evaluated from there."""
     work, result = main_job
     assert result.returncode == 0
     torch.manual_seed(0)
     _, model = build_from_config(CONFIG)
     model.init_weights()
-    ckpt = tmp_path / 'untrained.pth'
-    torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
-    run_tool(['tools/test.py', CONFIG, ckpt, '--work-dir', tmp_path / 'eval',
-              '--cfg-options', 'model.test_cfg.score_thr=0.0'])
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoint_server.root / 'untrained.pth')
+    run_tool(['tools/test.py', CONFIG, checkpoint_server.url + 'untrained.pth',
+              '--work-dir', tmp_path / 'eval', '--cfg-options', 'model.test_cfg.score_thr=0.0'],
+             env={'TORCH_HOME': str(torch_home)})
     metrics = json.loads((tmp_path / 'eval' / 'test_metrics.json').read_text())
     assert metrics['coco/bbox_mAP'] < UNTRAINED_CEILING
+    assert (torch_home / 'hub' / 'checkpoints' / 'untrained.pth').is_file()
+    assert checkpoint_server.requests == ['/untrained.pth']  # mmengine read our download
