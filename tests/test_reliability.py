@@ -24,12 +24,12 @@ def _options(root: Path, epochs: int) -> list:
 
 
 def _env():
-    return dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    return dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
 
 
 def _train(work: Path, options: list, *extra: str, check: bool = True):
     return run_tool(['tools/train.py', CONFIG, '--work-dir', work, *extra, '--cfg-options',
-                     *options], check=check)
+                     *options], check=check, env=dict(CUDA_VISIBLE_DEVICES=''))  # conftest.cpu_only
 
 
 def _weights(path: Path) -> dict:
