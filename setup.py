@@ -15,7 +15,9 @@ VERSION = re.search(r"__version__ = '(.+)'", (HERE / 'pvt_mm' / 'version.py').re
 
 # The model code needs torch, mmengine and mmcv only; each downstream library is an extra.
 INSTALL_REQUIRES = [
-    'torch>=2.1',
+    # 2.6: (callable, name) entries in add_safe_globals; 2.5: safe_globals; 2.4:
+    # is_autocast_enabled(device) and get_autocast_dtype (tests/test_requirements.py checks).
+    'torch>=2.6',
     'mmengine>=0.10.0,<1.0.0',
     'mmcv>=2.0.0,<2.2.0',  # mmdet 3.3 and mmseg 1.2 refuse mmcv >= 2.2
     'numpy',

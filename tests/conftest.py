@@ -3,7 +3,8 @@
 - The embedded data sets (COCO-layout shapes, ADE20K-tiny, ImageNet-tiny) are generated once
   per session by their own tools and shared by every test module.
 - :func:`run_tool` runs a ``tools/`` script as a user would (from the repository root, in a
-  fresh interpreter); :func:`load_tool` imports one as a module to call its functions.
+  fresh interpreter); :func:`cpu_only` pins such a run to the CPU on any host;
+  :func:`load_tool` imports one as a module to call its functions.
 - :func:`build_from_config` builds a config's model through its registry;
   :func:`predict_random_image` runs a built model's whole test step on one random image.
 
@@ -65,6 +66,20 @@ def run_tool(args: Sequence, *, timeout: float = 900, check: bool = True,
         assert result.returncode == 0, (f'{" ".join(cmd[1:3])} exited {result.returncode}:\n'
                                         + result.stdout[-4000:] + result.stderr[-4000:])
     return result
+
+
+def cpu_only(env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """``env`` plus ``CUDA_VISIBLE_DEVICES=''``, for :func:`run_tool`: the run uses the CPU
+    on every host.
+
+    mmengine (and ``pvt_mm.runtime``'s launcher setup) take CUDA and NCCL whenever a GPU is
+    visible, so without this a "2 CPU processes" or resume test would test another path on
+    a GPU host than on a CPU-only one.
+
+    Args:
+        env: Other variables for the run.
+    """
+    return dict(env or {}, CUDA_VISIBLE_DEVICES='')
 
 
 def load_tool(relpath: str) -> ModuleType:

@@ -44,7 +44,7 @@ def test_official_weights_reproduce_official_features(official_tiny, official_ti
     with torch.no_grad():
         ours, ref = model(x), official_tiny.forward_dense(x)
     assert len(ours) == 4
-    for a, b in zip(ours, ref):
+    for a, b in zip(ours, ref, strict=True):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
@@ -63,7 +63,7 @@ def test_position_embeddings_resized_to_pretrain_img_size(official_tiny, officia
     assert model.stages[0].pos_embed.shape == (1, 128 * 128, 64)
     x = torch.randn(1, 3, 512, 512)
     with torch.no_grad():
-        for a, b in zip(model(x), official_tiny.forward_dense(x)):
+        for a, b in zip(model(x), official_tiny.forward_dense(x), strict=True):
             torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
@@ -119,7 +119,7 @@ def test_pvt_mm_checkpoint_and_full_model_checkpoint(tmp_path, official_tiny_fil
     with torch.no_grad():
         expected = source(x)
         for path in (own, full, ddp):
-            for a, b in zip(_loaded(path, arch='tiny')(x), expected):
+            for a, b in zip(_loaded(path, arch='tiny')(x), expected, strict=True):
                 torch.testing.assert_close(a, b)
 
 
@@ -201,7 +201,7 @@ def test_safetensors_input(tmp_path, official_tiny):
     safetensors.save_file({k: v.contiguous() for k, v in official_tiny.state_dict().items()}, str(path))
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        for a, b in zip(_loaded(path, arch='tiny')(x), official_tiny.forward_dense(x)):
+        for a, b in zip(_loaded(path, arch='tiny')(x), official_tiny.forward_dense(x), strict=True):
             torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
@@ -225,7 +225,7 @@ def test_converter_tool(tmp_path, official_tiny, official_tiny_file):
     assert 'stages.1.layers.0.attn.kv.weight' in state
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        for a, b in zip(_loaded(out, arch='tiny')(x), official_tiny.forward_dense(x)):
+        for a, b in zip(_loaded(out, arch='tiny')(x), official_tiny.forward_dense(x), strict=True):
             torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 

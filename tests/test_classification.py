@@ -13,7 +13,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from .conftest import REPO, build_from_config, no_worker_options, predict_random_image, run_tool
+from .conftest import (REPO, build_from_config, cpu_only, no_worker_options, predict_random_image,
+                       run_tool)
 from .official_pvt_v2 import OfficialPVTv2
 
 # Paper Table 2: (M params of the whole classifier, GFLOPs at 224x224).
@@ -41,6 +42,15 @@ TINY_CONFIG = 'configs/classification/pvt_tiny_in1k_tiny.py'
 
 def test_every_table_config_is_listed():
     assert {c for c in CLS_CONFIGS if c.endswith('_in1k.py')} == set(TABLE2) | set(V2_TABLE)
+
+
+def test_model_index_v2_parameters_are_the_official_counts():
+    """The index's v2 counts (measured with pvt_mm) within rounding of the official README's."""
+    import yaml
+    meta = yaml.safe_load((REPO / 'configs' / 'classification' / 'metafile.yml').read_text())
+    params = {m['Config']: m['Metadata']['Parameters'] for m in meta['Models']}
+    for config, (official, _) in V2_TABLE.items():
+        assert abs(params[f'configs/{config}'] / 1e6 - official) <= 0.05, config
 
 
 @pytest.mark.parametrize('config', CLS_CONFIGS)
@@ -145,13 +155,14 @@ def trained(imagenet_root, tmp_path_factory):
     work = tmp_path_factory.mktemp('cls') / 'ddp'
     out = run_tool(['tools/dist_train.sh', TINY_CONFIG, '2', '--work-dir', work,
                     '--cfg-options', *_options(imagenet_root)],
-                   env=dict(PORT=str(30500 + os.getpid() % 1000))).output
+                   env=cpu_only(dict(PORT=str(30500 + os.getpid() % 1000)))).output
     return work, out
 
 
 def test_dist_train_two_cpu_processes_reports_top1(trained):
     work, out = trained
     assert 'Distributed launcher: pytorch' in out and 'Distributed training: True' in out
+    assert 'CUDA available: False' in out  # CPU processes (gloo) on any host
     # 16 images, 4 per process per step: 2 iterations make the epoch with 2 processes
     # (a single process would need 4).
     assert re.search(r'Epoch\(train\)\s+\[1\]\[2/2\].*loss: [\d.]+', out), out[-3000:]
@@ -198,8 +209,4 @@ def test_trained_classifier_loads_as_dense_backbone(trained, config):
         if key == 'stages.3.pos_embed':  # class slot dropped (grids equal at 224)
             source = source[:, 1:]
         assert torch.equal(value, source), key
-    # A fresh init differs: the weights really came from the checkpoint.
-    assert not torch.equal(registry.build(Config.fromfile(str(REPO / 'configs' / config)).model
-                                          ).backbone.stages[0].patch_embed.proj.weight,
-                           backbone['stages.0.patch_embed.proj.weight'])
     DefaultScope._instance_dict.pop(DefaultScope.get_current_instance().instance_name, None)

@@ -1,8 +1,11 @@
 """Detection configs and tools: every config builds with the paper's parameter counts (v1)
 or exactly mmdet's own RetinaNet-PVTv2's (v2), the smallest v2 ones predict on a random
 image, and each family trains and evaluates on the embedded COCO-format data through tools/."""
+import json
 import os
+import pickle
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +13,8 @@ from mmengine.config import Config
 
 from pvt_mm.models.backbones.pvt import V2_ARCHS
 
-from .conftest import (REPO, build_from_config, no_worker_options, predict_random_image, run_tool,
-                       shapes_options)
+from .conftest import (REPO, build_from_config, cpu_only, no_worker_options, predict_random_image,
+                       run_tool, shapes_options)
 
 # Paper Tables 3 and 4 (M parameters of the whole detector).
 TABLE_PARAMS_M = {
@@ -151,6 +154,34 @@ FAMILY_CONFIGS = {
 }
 
 
+def _coco_bbox_ap(dump: Path, ann_file: Path) -> float:
+    """AP@[.5:.95] of a ``tools/test.py --out`` dump, computed directly with pycocotools as
+    mmdet's CocoMetric sets it up (the set's classes, the dumped images, 100/300/1000 boxes)."""
+    import numpy as np
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    gt = COCO(str(ann_file))
+    cat_ids = gt.getCatIds(catNms=['sports ball', 'kite', 'tv'])  # labels 0, 1, 2
+    dets = []
+    with open(dump, 'rb') as f:
+        samples = pickle.load(f)
+    for sample in samples:
+        pred = sample['pred_instances']
+        for box, score, label in zip(np.asarray(pred['bboxes']), np.asarray(pred['scores']),
+                                     np.asarray(pred['labels']), strict=True):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            dets.append(dict(image_id=sample['img_id'], category_id=cat_ids[int(label)],
+                             bbox=[x1, y1, x2 - x1, y2 - y1], score=float(score)))
+    evaluation = COCOeval(gt, gt.loadRes(dets), 'bbox')
+    evaluation.params.catIds = cat_ids
+    evaluation.params.imgIds = [sample['img_id'] for sample in samples]
+    evaluation.params.maxDets = [100, 300, 1000]
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    return float(evaluation.stats[0])
+
+
 @pytest.mark.parametrize('family', sorted(FAMILY_CONFIGS))
 def test_family_trains_and_evaluates(family, shapes_root, tmp_path):
     config = FAMILY_CONFIGS[family]
@@ -167,10 +198,14 @@ def test_family_trains_and_evaluates(family, shapes_root, tmp_path):
     assert ckpt.is_file()
     out = run_tool(['tools/test.py', config, ckpt, '--work-dir', work / 'test',
                     '--out', work / 'preds.pkl', '--cfg-options', *options], timeout=600).output
-    assert re.search(r'coco/bbox_mAP: -?[\d.]+', out), out[-2000:]
+    metrics = json.loads((work / 'test' / 'test_metrics.json').read_text())
+    assert re.search(rf"coco/bbox_mAP: {metrics['coco/bbox_mAP']:.4f}", out), out[-2000:]
+    # The reported AP is pycocotools' AP of the dumped predictions (-1 would mean that
+    # nothing was evaluated).
+    ap = _coco_bbox_ap(work / 'preds.pkl', shapes_root / 'annotations' / 'instances_val2017.json')
+    assert ap >= 0 and metrics['coco/bbox_mAP'] == pytest.approx(ap, abs=5e-4)
     if family == 'mask_rcnn':
-        assert re.search(r'coco/segm_mAP: -?[\d.]+', out)
-    assert (work / 'preds.pkl').is_file()
+        assert metrics['coco/segm_mAP'] >= 0
 
 
 def test_tool_errors_are_clear(tmp_path):
@@ -192,10 +227,11 @@ def test_resume_continues_from_the_saved_iteration(shapes_root, tmp_path):
         'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1']
     # The first run stops after epoch 1 (as if interrupted before epoch 2).
     run_tool(['tools/train.py', config, '--work-dir', work, '--cfg-options',
-              *base, 'train_cfg.max_epochs=1'], timeout=600)
+              *base, 'train_cfg.max_epochs=1'], timeout=600, env=cpu_only())
     first = torch.load(work / 'epoch_1.pth', weights_only=False, map_location='cpu')
     out = run_tool(['tools/train.py', config, '--work-dir', work, '--resume',
-                    '--cfg-options', *base, 'train_cfg.max_epochs=2'], timeout=600).output
+                    '--cfg-options', *base, 'train_cfg.max_epochs=2'], timeout=600,
+                   env=cpu_only()).output
     assert f"resumed epoch: 1, iter: {first['meta']['iter']}" in out
     second = torch.load(work / 'epoch_2.pth', weights_only=False, map_location='cpu')
     assert second['meta']['iter'] == 2 * first['meta']['iter']
@@ -208,11 +244,12 @@ def test_dist_train_two_cpu_processes(shapes_root, tmp_path):
         'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'train_dataloader.batch_size=1',
         'default_hooks.logger.interval=1', *KEEP_ALL_BOXES['retinanet']]
     out = run_tool(['tools/dist_train.sh', FAMILY_CONFIGS['retinanet'], '2', '--work-dir', work,
-                    '--cfg-options', *options], env=dict(PORT=str(29500 + os.getpid() % 1000))
-                   ).output
+                    '--cfg-options', *options],
+                   env=cpu_only(dict(PORT=str(29500 + os.getpid() % 1000)))).output
     assert 'Distributed launcher: pytorch' in out and 'Distributed training: True' in out
+    assert 'CUDA available: False' in out  # CPU processes (gloo) on any host
     assert 'GPU number: 2' in out  # mmengine's name for the world size
     # 4 images / (2 processes x batch 1) = 2 iterations per process and epoch.
     assert re.search(r'Epoch\(train\) +\[1\]\[2/2\]', out), out[-3000:]
     assert (work / 'epoch_1.pth').is_file()
-    assert re.search(r'coco/bbox_mAP: -?[\d.]+', out)
+    assert re.search(r'coco/bbox_mAP: \d\.\d+', out)  # evaluated (-1.0: nothing was)

@@ -1,6 +1,8 @@
 """pvt_mm.models.ops: every device strategy equals the plain computation, and the choice of
 strategy is a function of (device, dtype, shape). Tests marked ``cuda`` run the same checks
 on a GPU (skipped, with the reason, where there is none)."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,9 +14,12 @@ from pvt_mm.models.layers import FFN, SpatialReductionAttention
 CPU, CUDA = torch.device('cpu'), torch.device('cuda')
 
 
-def _plain_attention(q, k, v):
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-    return out.transpose(1, 2).flatten(2)
+def _reference_attention(q, k, v):
+    """softmax(q k^T / sqrt(d)) v written out in float64: independent of SDPA, which the
+    grouped path calls."""
+    q, k, v = (t.double().transpose(1, 2) for t in (q, k, v))
+    weights = (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(-1)
+    return (weights @ v).transpose(1, 2).flatten(2)
 
 
 def _attention_case(groups, device, dtype):
@@ -23,12 +28,13 @@ def _attention_case(groups, device, dtype):
     q, k, v = (torch.randn(b, s, heads, d, device=device, dtype=dtype, requires_grad=True)
                for s in (n, m, m))
     results = []
-    for fn in (lambda: ops.grouped_attention(q, k, v, groups), lambda: _plain_attention(q, k, v)):
+    for fn in (lambda: ops.grouped_attention(q, k, v, groups),
+               lambda: _reference_attention(q, k, v)):
         out = fn()
-        grads = torch.autograd.grad(out.float().square().sum(), (q, k, v))
-        results.append((out, *grads))
+        grads = torch.autograd.grad(out.double().square().sum(), (q, k, v))
+        results.append((out.to(dtype), *grads))
     tol = dict(atol=1e-5, rtol=1e-4) if dtype == torch.float32 else dict(atol=3e-2, rtol=3e-2)
-    for a, b_ in zip(*results):
+    for a, b_ in zip(*results, strict=True):
         assert a.shape == b_.shape and a.dtype == b_.dtype
         torch.testing.assert_close(a, b_, **tol)
 
@@ -36,11 +42,12 @@ def _attention_case(groups, device, dtype):
 @pytest.mark.parametrize('groups', [1, 2, 4, 7, 32])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 def test_grouped_attention_equals_plain_attention(groups, dtype):
-    """Outputs and q/k/v gradients, also when the queries must be padded to the groups."""
+    """Outputs and q/k/v gradients equal the written-out formula's, also when the queries
+    must be padded to the groups."""
     _attention_case(groups, CPU, dtype)
 
 
-@pytest.mark.parametrize('groups', [1, 3, 16])
+@pytest.mark.parametrize('groups', [2, 3, 16])  # 3 and 16 pad the 140 queries
 def test_attention_layer_same_for_any_group_count(monkeypatch, groups):
     """The layer's forward and every parameter gradient do not depend on the chosen plan."""
     torch.manual_seed(0)
@@ -62,26 +69,69 @@ def test_attention_layer_same_for_any_group_count(monkeypatch, groups):
 
 
 # ----------------------------------------------------------------------- choices
-@pytest.mark.parametrize('threads, heads, queries, groups', [
-    (2, 1, 66600, 4), (2, 2, 16650, 2), (2, 5, 4150, 2), (2, 8, 1025, 1),
-    (16, 1, 66600, 8),  # as far as 66600 splits evenly: no padding copies on CPU
-    (16, 5, 4096, 16), (1, 1, 4096, 2), (2, 1, 1025, 1)])
-def test_cpu_query_groups_balance_threads(threads, heads, queries, groups):
-    assert ops.cpu_query_groups(heads, queries, threads) == groups
+def _balanced(items: int, threads: int) -> bool:
+    """Every thread busy with at least two work items, the busiest at most 10 % above the
+    mean."""
+    busiest = -(-items // threads)
+    return items >= 2 * threads and busiest * threads <= 1.1 * items
 
 
-@pytest.mark.parametrize('heads, queries, keys, sms, groups', [
-    (1, 66600, 1025, 132, 32),   # PVT-Small 800x1333 batch 1, stage 1: 9 key blocks
-    (2, 16650, 1025, 132, 16),   # stage 2
-    (5, 4150, 1025, 132, 8),     # stage 3
-    (8, 1025, 1025, 132, 4),     # stage 4 (no reduction)
-    (8 * 1, 66600, 1025, 132, 4),  # batch 8, stage 1: the batch already fills the GPU
-    (16 * 2, 4096, 256, 132, 8),  # 512x512 batch 16, stage 2: 2 key blocks
-    (1, 66600, 1025, 66, 16),    # half the SMs: half the groups
-    (1, 200, 1025, 132, 1),      # too few queries to split (>= 128 per group)
-    (1, 10**6, 64, 132, 64)])    # capped
-def test_cuda_query_groups_fill_the_sms(heads, queries, keys, sms, groups):
-    assert ops.cuda_query_groups(heads, queries, keys, sms) == groups
+def _rule_cpu_groups(heads: int, queries: int, threads: int) -> int:
+    """The CPU rule, stated directly: the fewest power-of-two groups (at most
+    ``MAX_QUERY_GROUPS``) that balance the threads, among those that split the queries
+    evenly; if none does, the most that split them evenly."""
+    splits = [g for g in (2 ** i for i in range(7))
+              if g <= ops.MAX_QUERY_GROUPS and queries % g == 0]
+    return next((g for g in splits if _balanced(heads * g, threads)), splits[-1])
+
+
+def _rule_cuda_groups(heads: int, queries: int, keys: int, sms: int) -> int:
+    """The CUDA rule, stated directly: the fewest power-of-two groups whose backward blocks
+    (heads x groups x 128-key blocks) fill every SM twice, capped where a group would get
+    fewer than ``CUDA_MIN_GROUP_QUERIES`` queries or at ``MAX_QUERY_GROUPS``."""
+    key_blocks = math.ceil(keys / 128)
+    allowed = [g for g in (2 ** i for i in range(7)) if g <= ops.MAX_QUERY_GROUPS
+               and (g == 1 or queries // g >= ops.CUDA_MIN_GROUP_QUERIES)]
+    return next((g for g in allowed if heads * g * key_blocks >= 2 * sms), allowed[-1])
+
+
+@pytest.mark.parametrize('threads', [1, 2, 3, 8, 16, 64])
+@pytest.mark.parametrize('heads, queries', [
+    (1, 66600), (2, 16650), (5, 4150), (8, 1025), (5, 4096), (1, 4096), (3, 3 * 2 ** 10),
+    (1, 7)])  # PVT-Small 800x1333 stages 1-4, 512x512, odd sizes
+def test_cpu_query_groups_balance_threads(threads, heads, queries):
+    groups = ops.cpu_query_groups(heads, queries, threads)
+    assert groups == _rule_cpu_groups(heads, queries, threads)
+    assert queries % groups == 0  # no padding copy on CPU
+    if groups > 1:  # fewer groups would not balance
+        assert not _balanced(heads * groups // 2, threads)
+
+
+def test_cpu_query_group_rule_examples():
+    """The rule by hand: 2 threads, 1 head: 4 groups give 4 items, 2 per thread; 16
+    threads, 5 heads: 8 groups give 40 items, 3 on the busiest (48 > 1.1 x 40), 16 groups
+    80 items, 5 on each."""
+    assert ops.cpu_query_groups(1, 66600, 2) == 4
+    assert ops.cpu_query_groups(5, 4096, 16) == 16
+    assert ops.cpu_query_groups(8, 1025, 2) == 1  # 8 items on 2 threads; 1025 is odd anyway
+
+
+@pytest.mark.parametrize('sms', [66, 108, 132])
+@pytest.mark.parametrize('heads, queries, keys', [
+    (1, 66600, 1025), (2, 16650, 1025), (5, 4150, 1025), (8, 1025, 1025), (8, 66600, 1025),
+    (32, 4096, 256), (1, 200, 1025), (1, 10 ** 6, 64), (1, 300, 64)])
+def test_cuda_query_groups_fill_the_sms(heads, queries, keys, sms):
+    groups = ops.cuda_query_groups(heads, queries, keys, sms)
+    assert groups == _rule_cuda_groups(heads, queries, keys, sms)
+
+
+def test_cuda_query_group_rule_examples():
+    """By hand: PVT-Small 800x1333, batch 1, stage 1 on 132 SMs: 1 head x 9 key blocks
+    needs 264 / 9 -> 32 groups; batch 8 needs 264 / 72 -> 4; 200 queries cannot split."""
+    assert ops.cuda_query_groups(1, 66600, 1025, 132) == 32
+    assert ops.cuda_query_groups(8, 66600, 1025, 132) == 4
+    assert ops.cuda_query_groups(1, 200, 1025, 132) == 1
+    assert ops.cuda_query_groups(1, 10 ** 6, 64, 132) == ops.MAX_QUERY_GROUPS
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
@@ -92,10 +142,13 @@ def test_attention_plan_depends_on_device_and_shape(monkeypatch, dtype):
     # Inference is never split: the forward kernels parallelise over query blocks.
     assert plan(CPU, dtype, 1, 1, 66600, 1025, needs_grad=False) == 1
     assert plan(CUDA, dtype, 1, 1, 66600, 1025, needs_grad=False) == 1
-    # Training: threads on CPU, SMs on CUDA.
-    assert plan(CPU, dtype, 1, 1, 66600, 1025, needs_grad=True) == 4
-    assert plan(torch.device('cuda', 0), dtype, 1, 1, 66600, 1025, needs_grad=True) == 32
-    assert plan(torch.device('cuda', 0), dtype, 8, 1, 66600, 1025, needs_grad=True) == 4
+    # Training: threads on CPU, SMs on CUDA; batch x heads is what runs in parallel.
+    assert plan(CPU, dtype, 1, 1, 66600, 1025, needs_grad=True) == _rule_cpu_groups(1, 66600, 2)
+    assert plan(CPU, dtype, 2, 5, 4150, 1025, needs_grad=True) == _rule_cpu_groups(10, 4150, 2)
+    assert plan(torch.device('cuda', 0), dtype, 1, 1, 66600, 1025, needs_grad=True) == \
+        _rule_cuda_groups(1, 66600, 1025, 132)
+    assert plan(torch.device('cuda', 0), dtype, 8, 1, 66600, 1025, needs_grad=True) == \
+        _rule_cuda_groups(8, 66600, 1025, 132)
     assert plan(torch.device('meta'), dtype, 1, 1, 66600, 1025, needs_grad=True) == 1
 
 
@@ -165,15 +218,23 @@ def test_cuda_forward_never_synchronises_the_host():
 
 @cuda
 def test_cuda_input_check_reports_a_nan_batch_without_sync():
+    """With torch's sync detector set to raise, a non-finite batch is still reported within
+    ``max_pending`` further calls: the flag is read back from pinned memory, never by a
+    synchronising read (which would raise RuntimeError here, not the ValueError)."""
     model = PVT(arch=dict(depths=(1, 1, 1, 1))).cuda().eval()
     bad = torch.randn(1, 3, 64, 64, device='cuda')
     bad[0, 0, 3, 3] = float('inf')
     good = torch.randn(1, 3, 64, 64, device='cuda')
-    with torch.no_grad(), pytest.raises(ValueError, match='NaN or Inf'):
-        model(bad)
-        for _ in range(model._finite_input.max_pending + 1):
-            torch.cuda.synchronize()
-            model(good)
+    with torch.no_grad():
+        model(good)  # first call: lazy initialisation (cuBLAS handles, SM count) may sync
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        with torch.no_grad(), pytest.raises(ValueError, match='NaN or Inf'):
+            model(bad)
+            for _ in range(model._finite_input.max_pending):
+                model(good)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
 
 
 @cuda
@@ -198,35 +259,55 @@ def test_cuda_autocast_training_step_matches_fp32(dtype):
 
 
 @cuda
-def test_cuda_fp32_focal_loss_stays_finite_where_mmcv_fp16_does_not():
+def test_cuda_fp32_focal_loss_matches_the_formula_where_mmcv_fp16_does_not():
+    """On CUDA mmdet's FocalLoss runs mmcv's CUDA kernel; FocalLossFP32 feeds it fp32."""
     from mmdet.models.losses import FocalLoss
 
     from pvt_mm.models.losses import FocalLossFP32
-    logits = torch.tensor([[-20.0, 0.5, 9.0]] * 4, device='cuda')
-    target = torch.tensor([1, 2, 0, 3], device='cuda')  # 3 = background
-    ref = FocalLoss()(logits, target)
-    ours = FocalLossFP32()(logits.half().requires_grad_(), target)
-    assert torch.isfinite(ours) and ours.dtype == torch.float32
-    torch.testing.assert_close(ours, ref, atol=1e-3, rtol=1e-3)
-    assert not torch.isfinite(FocalLoss()(logits.half(), target))  # the upstream failure
+    logits, target = _focal_case('cuda')
+    _check_against_reference(FocalLossFP32(), logits, target)
+    assert not torch.isfinite(FocalLoss()(logits, target))  # the upstream fp16 failure
 
 
 # ----------------------------------------------------------------------- precision (CPU)
-def test_fp32_focal_loss_is_mmdets_focal_loss_in_fp32():
-    """Registered in mmdet; on an fp16 prediction it computes (and returns) fp32 and sends
-    the gradient back in fp16, like any autocast op."""
-    from mmdet.models.losses import FocalLoss
-    from mmdet.registry import MODELS
+def _reference_focal_loss(logits, target, gamma=2.0, alpha=0.25):
+    """Lin et al.'s sigmoid focal loss written out in float64, mean over every logit
+    (mmdet's ``reduction='mean'``); ``target == num_classes`` is background."""
+    x = logits.detach().double().cpu().requires_grad_()
+    t = F.one_hot(target.cpu(), x.shape[1] + 1)[:, :-1].double()
+    p = x.sigmoid()
+    ce = -(t * F.logsigmoid(x) + (1 - t) * F.logsigmoid(-x))
+    p_t = p * t + (1 - p) * (1 - t)
+    loss = ((alpha * t + (1 - alpha) * (1 - t)) * (1 - p_t) ** gamma * ce).mean()
+    loss.backward()
+    return loss.detach(), x.grad
+
+
+def _focal_case(device):
     torch.manual_seed(0)
-    loss = MODELS.build(dict(type='FocalLossFP32', gamma=2.0, alpha=0.25, loss_weight=1.0))
-    logits = (torch.randn(6, 80) * 8).half()
-    target = torch.randint(0, 81, (6, ))
+    logits = (torch.randn(6, 80) * 8).half()  # fp16 logits far into the tails
+    logits[0, :3] = torch.tensor([-20.0, 9.0, 30.0])  # where mmcv's fp16 kernel gives NaN
+    target = torch.tensor([69, 59, 1, 58, 80, 80])  # 80 = background
+    return logits.to(device), target.to(device)
+
+
+def _check_against_reference(loss, logits, target):
     pred = logits.clone().requires_grad_()
     out = loss(pred, target)
     out.backward()
-    assert out.dtype == torch.float32 and torch.isfinite(out)
-    torch.testing.assert_close(out, FocalLoss()(logits.float(), target))
-    assert pred.grad.dtype == torch.float16 and torch.isfinite(pred.grad).all()
+    ref, ref_grad = _reference_focal_loss(logits, target)
+    assert out.dtype == torch.float32 and pred.grad.dtype == torch.float16
+    torch.testing.assert_close(out.double().cpu(), ref, atol=1e-6, rtol=1e-5)
+    # The gradient comes back in fp16 (per-logit values of ~1e-4: fp16's step there).
+    torch.testing.assert_close(pred.grad.double().cpu(), ref_grad, atol=1e-6, rtol=2e-3)
+
+
+def test_fp32_focal_loss_matches_the_formula():
+    """Registered in mmdet; on an fp16 prediction it computes (and returns) the focal loss in
+    fp32 and sends the gradient back in fp16, like any autocast op."""
+    from mmdet.registry import MODELS
+    loss = MODELS.build(dict(type='FocalLossFP32', gamma=2.0, alpha=0.25, loss_weight=1.0))
+    _check_against_reference(loss, *_focal_case('cpu'))
 
 
 def test_retinanet_configs_use_the_fp32_focal_loss():

@@ -41,7 +41,7 @@ def _expected_sizes(arch, size):
     """Stage sizes from the conv arithmetic: v1 floors, v2's padded 7/4/3, 3/2/1 ceil."""
     table, sizes = ARCH_ZOO[arch], []
     for stride, kernel, padding in zip(table['patch_sizes'], table['patch_kernels'],
-                                       table['patch_paddings']):
+                                       table['patch_paddings'], strict=True):
         size = tuple((s + 2 * padding - kernel) // stride + 1 for s in size)
         sizes.append(size)
     return sizes
@@ -123,7 +123,7 @@ def test_backward_and_activation_checkpointing_give_the_same_gradients(arch):
     for model in (plain, ckpt):
         model.train()
         sum(o.square().mean() for o in model(x)).backward()
-    for (name, p1), (_, p2) in zip(plain.named_parameters(), ckpt.named_parameters()):
+    for (name, p1), (_, p2) in zip(plain.named_parameters(), ckpt.named_parameters(), strict=True):
         assert p1.grad is not None and torch.isfinite(p1.grad).all(), name
         torch.testing.assert_close(p1.grad, p2.grad, msg=name, atol=1e-5, rtol=1e-4)
 

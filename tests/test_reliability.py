@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import PYTHON, REPO, build_from_config, no_worker_options, run_tool, shapes_options
+from .conftest import (PYTHON, REPO, build_from_config, cpu_only, no_worker_options, run_tool,
+                       shapes_options)
 
 CONFIG = 'configs/retinanet/pvt_tiny_fpn_shapes.py'
 
@@ -26,7 +27,7 @@ def _options(root: Path, epochs: int) -> list:
 
 # The device is explicit, so each test means the same on every host: mmengine trains on
 # CUDA whenever a GPU is visible.
-DEVICE_ENV = {'cpu': {'CUDA_VISIBLE_DEVICES': ''},
+DEVICE_ENV = {'cpu': cpu_only(),
               # cuBLAS needs a fixed workspace to be deterministic.
               'cuda': {'CUBLAS_WORKSPACE_CONFIG': ':4096:8'}}
 
@@ -221,7 +222,7 @@ def test_resume_after_a_ddp_worker_dies(shapes_root, tmp_path):
     options = _options(shapes_root, 2) + ['train_dataloader.batch_size=1',
                                           'randomness.deterministic=False',
                                           'randomness.diff_rank_seed=True']
-    env = _injected_env(PORT=str(29600 + os.getpid() % 300), CUDA_VISIBLE_DEVICES='')
+    env = cpu_only(_injected_env(PORT=str(29600 + os.getpid() % 300)))
     start = time.time()
     result = run_tool(['tools/dist_train.sh', faulty, '2', '--work-dir', work, '--cfg-options',
                        *options], check=False, env=env, timeout=600)

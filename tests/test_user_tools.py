@@ -161,7 +161,7 @@ def test_pyramid_matches_the_backbone_and_explicit_attention_matches_sdpa():
     with torch.no_grad():
         outs = backbone(img)
     assert len(stages) == 4
-    for info, out, stride in zip(stages, outs, (4, 8, 16, 32)):
+    for info, out, stride in zip(stages, outs, (4, 8, 16, 32), strict=True):
         assert info['stride'] == stride
         torch.testing.assert_close(torch.from_numpy(info['feature']), out[0], atol=1e-4, rtol=1e-4)
         r = info['sr_ratio']
@@ -268,15 +268,63 @@ def test_model_index_lists_every_config():
     assert listed == on_disk
 
 
+def _index_parameters() -> dict:
+    """config path -> the Parameters metadata of its model-index entry."""
+    return {m['Config']: m['Metadata']['Parameters']
+            for meta in _load_index().values() for m in meta['Models']}
+
+
 def test_model_index_parameters_match_the_configs():
-    """Spot-check the Parameters metadata against a built model (small v1 and v2 configs;
-    the test suites of each family check the published counts)."""
-    models = {m['Config']: m for meta in _load_index().values() for m in meta['Models']}
-    for config in ('configs/retinanet/pvt_tiny_fpn_1x_coco.py', 'configs/semfpn/pvt_tiny_fpn_80k_ade20k.py',
-                   'configs/retinanet/pvtv2_b0_fpn_1x_coco.py',
-                   'configs/classification/pvtv2_b2_li_in1k.py'):
+    """Spot-check v1's Parameters metadata against a built model (the family suites check the
+    built v1 counts against the paper's tables; v2's are checked independently below)."""
+    params = _index_parameters()
+    for config in ('configs/retinanet/pvt_tiny_fpn_1x_coco.py',
+                   'configs/semfpn/pvt_tiny_fpn_80k_ade20k.py'):
         _, built = build_from_config(config)
-        assert sum(p.numel() for p in built.parameters()) == models[config]['Metadata']['Parameters']
+        assert sum(p.numel() for p in built.parameters()) == params[config]
+
+
+# The official PVT v2 release's b1-b5 (pvt_v2.py): widths 64/128/320/512, these depths.
+OFFICIAL_V2 = {'b1': dict(depths=(2, 2, 2, 2)), 'b2': dict(depths=(3, 4, 6, 3)),
+               'b2_li': dict(depths=(3, 4, 6, 3), linear=True), 'b3': dict(depths=(3, 4, 18, 3)),
+               'b4': dict(depths=(3, 8, 27, 3)),
+               'b5': dict(depths=(3, 6, 40, 3), mlp_ratios=(4, 4, 4, 4))}
+
+
+@pytest.mark.parametrize('family', ['retinanet', 'mask_rcnn', 'semfpn'])
+def test_model_index_v2_parameters_are_counted_independently(family):
+    """The index's v2 counts were measured with pvt_mm. b0 and b1 are counted again with
+    mmdet's own PyramidVisionTransformerV2 (as mmdet's retinanet_pvtv2-bX_fpn_1x_coco.py
+    defines it) in place of pvt_mm's backbone: exactly equal. b2-b5 and b2_li share b1's
+    widths, so neck and heads: each must exceed b1's count by exactly what the official
+    model's backbone adds (counted without weights)."""
+    from mmengine.hub import get_config
+
+    from pvt_mm.runtime import build_from_config as build
+
+    from .official_pvt_v2 import OfficialPVTv2
+
+    def count(model):
+        return sum(p.numel() for p in model.parameters())
+
+    params = _index_parameters()
+    suffix = '80k_ade20k' if family == 'semfpn' else '1x_coco'
+    config = {arch: f'configs/{family}/pvtv2_{arch}_fpn_{suffix}.py'
+              for arch in ('b0', *OFFICIAL_V2)}
+    for arch in ('b0', 'b1'):
+        backbone = get_config(f'mmdet::pvt/retinanet_pvtv2-{arch}_fpn_1x_coco.py').model.backbone
+        backbone.update(type='mmdet.PyramidVisionTransformerV2', init_cfg=None, _delete_=True)
+        built, _ = build(str(REPO / config[arch]), {'model.backbone': backbone.to_dict()})
+        assert type(built.backbone).__name__ == 'PyramidVisionTransformerV2'
+        assert count(built) == params[config[arch]], config[arch]
+    with torch.device('meta'):
+        official = {arch: count(OfficialPVTv2(dims=(64, 128, 320, 512), **kw))
+                    for arch, kw in OFFICIAL_V2.items()}
+    for arch in ('b2', 'b2_li', 'b3', 'b4', 'b5'):
+        if family == 'semfpn' and arch == 'b2_li':
+            continue  # not in the official PVTv2-Seg release
+        assert params[config[arch]] - params[config['b1']] == official[arch] - official['b1'], \
+            config[arch]
 
 
 def test_mim_can_read_the_index():
