@@ -187,6 +187,7 @@ def _test_run(images, work_dir):
     ``tools/train.py`` / ``tools/test.py`` add it: the path a real evaluation takes."""
     from mmengine.evaluator import BaseMetric
     from mmengine.model import BaseModel
+    from mmengine.registry import DefaultScope
     from mmengine.runner import Runner
     from torch.utils.data import DataLoader
 
@@ -210,10 +211,13 @@ def _test_run(images, work_dir):
 
     loader = DataLoader([image.cpu() for image in images], batch_size=1,
                         collate_fn=lambda batch: dict(inputs=torch.stack(batch)))
-    runner = Runner(model=Probe(), work_dir=str(work_dir), test_dataloader=loader,
-                    test_cfg=dict(), test_evaluator=[Count()],
-                    custom_hooks=[FiniteInputHook()], default_hooks=dict(checkpoint=None))
-    return runner.test()
+    # The Runner makes its scope the current default one; put the previous one back after,
+    # so later registry builds in this process (mmdet's, say) are not sent to mmengine's.
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        runner = Runner(model=Probe(), work_dir=str(work_dir), test_dataloader=loader,
+                        test_cfg=dict(), test_evaluator=[Count()],
+                        custom_hooks=[FiniteInputHook()], default_hooks=dict(checkpoint=None))
+        return runner.test()
 
 
 def test_input_check_hook_runs_in_a_test_run(tmp_path):
