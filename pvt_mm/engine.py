@@ -304,5 +304,32 @@ class FiniteLossHook(Hook):
                 'then resume from the last checkpoint with --resume.')
 
 
+class FiniteInputHook(Hook):
+    """Read the input checks still in flight when a train, val or test run ends.
+
+    On CUDA PVT's NaN/Inf input check is read a few calls late (no host sync, see
+    :class:`pvt_mm.models.ops.FiniteInputCheck`); without this hook the checks of the last
+    batches of a run would never be read.
+    """
+
+    priority = 'HIGHEST'
+
+    def _finish(self, runner) -> None:
+        from .models.ops import finish_input_checks
+        finish_input_checks(runner.model)
+
+    def after_train_epoch(self, runner) -> None:
+        self._finish(runner)
+
+    def after_train(self, runner) -> None:  # iteration-based loops end without an epoch
+        self._finish(runner)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._finish(runner)
+
+    def after_test_epoch(self, runner, metrics=None) -> None:
+        self._finish(runner)
+
+
 __all__ = ['AtomicLocalBackend', 'AtomicCheckpointHook', 'use_atomic_checkpoints', 'find_resumable_checkpoint',
-           'RNGStateHook', 'FiniteLossHook']
+           'RNGStateHook', 'FiniteLossHook', 'FiniteInputHook']

@@ -2,10 +2,10 @@
 
 ``import pvt_mm`` (or ``custom_imports=dict(imports=['pvt_mm'])`` in a config) registers
 ``PVT`` and ``PVTv2`` (and the training-safety hooks ``RNGStateHook`` / ``FiniteLossHook`` /
-``AtomicCheckpointHook``) in pvt_mm's
-own registries and in those of mmdet, mmsegmentation and mmpretrain, for each of them that
-is installed, so ``type='PVT'`` builds under any of those default scopes. mmdet also gets
-``FocalLossFP32`` (the focal loss that keeps mixed precision finite).
+``FiniteInputHook`` / ``AtomicCheckpointHook``) in pvt_mm's own registries and in those of
+mmdet, mmsegmentation and mmpretrain, for each of them that is installed, so ``type='PVT'``
+builds under any of those default scopes. mmdet also gets ``FocalLossFP32`` (the focal loss
+that keeps mixed precision finite).
 """
 import importlib
 from typing import Dict, List
@@ -14,7 +14,7 @@ from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
-from .engine import AtomicCheckpointHook, FiniteLossHook, RNGStateHook
+from .engine import AtomicCheckpointHook, FiniteInputHook, FiniteLossHook, RNGStateHook
 from .models import PVT, PVTv2
 
 # pvt_mm's own scope, a child of mmengine's root: `type='pvt_mm.PVT'` always works.
@@ -29,7 +29,7 @@ DOWNSTREAM_REGISTRIES: Dict[str, str] = {
 }
 PUBLIC_MODELS = {'PVT': PVT, 'PVTv2': PVTv2}
 PUBLIC_HOOKS = {'RNGStateHook': RNGStateHook, 'FiniteLossHook': FiniteLossHook,
-                'AtomicCheckpointHook': AtomicCheckpointHook}
+                'FiniteInputHook': FiniteInputHook, 'AtomicCheckpointHook': AtomicCheckpointHook}
 
 
 def register_all_modules() -> List[str]:

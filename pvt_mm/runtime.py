@@ -19,10 +19,13 @@ import torch.distributed as dist
 from .checkpoint import mmengine_safe_globals
 
 
-def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None,
-                launcher: str = 'none'):
-    """Read a config the way mmdet's tools do: ``--cfg-options`` merged, ``work_dir``
-    defaulting to ``./work_dirs/<config name>``.
+def read_config(path: str, cfg_options: Optional[dict] = None):
+    """Read a config file (its ``custom_imports`` run) and merge ``cfg_options`` into it: the
+    one place every tool reads its config.
+
+    Args:
+        path: The config file.
+        cfg_options: Overrides, as mmengine's ``DictAction`` parses ``--cfg-options``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -31,9 +34,21 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
     if not os.path.isfile(path):
         raise FileNotFoundError(f'config file {path!r} does not exist')
     cfg = Config.fromfile(path)
-    cfg.launcher = launcher
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None,
+                launcher: str = 'none'):
+    """Read a config the way mmdet's tools do: ``--cfg-options`` merged, ``work_dir``
+    defaulting to ``./work_dirs/<config name>``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    cfg = read_config(path, cfg_options)
+    cfg.launcher = launcher
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
@@ -41,7 +56,8 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
     return cfg
 
 
-#: ``--amp-dtype`` choices -> the name mmengine's ``AmpOptimWrapper(dtype=...)`` takes.
+#: ``--amp-dtype`` choices -> the name mmengine's ``AmpOptimWrapper(dtype=...)`` takes (also
+#: ``torch.<name>``); the one table for ``tools/train.py`` and ``tools/analysis/benchmark.py``.
 AMP_DTYPES = {'float16': 'float16', 'fp16': 'float16', 'bfloat16': 'bfloat16',
               'bf16': 'bfloat16'}
 
@@ -104,14 +120,43 @@ def parse_runner_arguments(parser):
 def use_compile(cfg) -> None:
     """Compile the model with ``torch.compile`` (mmengine's ``compile=True``).
 
-    The PVT backbone compiles without graph breaks in training and inference; detector
-    heads and post-processing may still break the graph, which only costs speed.
+    A ``compile`` dict already in the config (e.g. ``--cfg-options compile.backend=eager``)
+    is kept: it holds ``torch.compile``'s arguments. The PVT backbone compiles without graph
+    breaks in training and inference; detector heads and post-processing may still break
+    the graph, which only costs speed.
     """
-    cfg.compile = True
+    if not isinstance(cfg.get('compile'), dict):
+        cfg.compile = True
+
+
+def compile_for_test(runner) -> None:
+    """Compile ``runner.model.test_step`` as the config's ``compile`` asks.
+
+    mmengine 0.10.7 compiles only in ``Runner.train()`` (``_maybe_compile('train_step')``);
+    ``Runner.test()`` runs the model uncompiled. The test loop calls the (wrapped) model's
+    ``test_step``, so this compiles that method with mmengine's own code and options.
+
+    Args:
+        runner: A built ``Runner`` (its model is wrapped already).
+    """
+    runner._maybe_compile('test_step')
+
+
+def add_custom_hooks(cfg, names) -> None:
+    """Append a ``dict(type=name)`` custom hook for each of ``names`` the config lacks.
+
+    Args:
+        cfg: The mmengine config to change in place.
+        names: Hook type names registered in the config's scope.
+    """
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    present = {h.get('type') for h in hooks}
+    cfg.custom_hooks = hooks + [dict(type=t) for t in names if t not in present]
 
 
 def build_from_config(config: str, cfg_options: Optional[dict] = None,
-                      with_weights: bool = True) -> Tuple[torch.nn.Module, Any]:
+                      with_weights: bool = True,
+                      part: Optional[str] = None) -> Tuple[torch.nn.Module, Any]:
     """Build a config's model through its own registry (after ``init_default_scope``).
 
     Args:
@@ -119,6 +164,7 @@ def build_from_config(config: str, cfg_options: Optional[dict] = None,
         cfg_options: Overrides merged into the config.
         with_weights: Keep the backbone's ``init_cfg``; ``False`` drops it, so that nothing
             reads a checkpoint later (complexity and speed do not depend on the weights).
+        part: Build only ``model.<part>`` (e.g. ``'backbone'``) instead of the whole model.
 
     Returns:
         ``(model, cfg)``; the model is in eval mode and not initialised (``init_weights``
@@ -126,17 +172,19 @@ def build_from_config(config: str, cfg_options: Optional[dict] = None,
 
     Raises:
         FileNotFoundError: ``config`` does not exist.
+        KeyError: the config's model has no ``part``.
     """
-    from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
-    if not os.path.isfile(config):
-        raise FileNotFoundError(f'config file {config!r} does not exist')
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    cfg = read_config(config, cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model_cfg = cfg.model
-    if not with_weights and model_cfg.get('backbone', {}).get('init_cfg') is not None:
+    model_cfg = cfg.get('model') or {}
+    if part is not None:
+        if model_cfg.get(part) is None:
+            raise KeyError(f'config {config!r} has no model.{part}')
+        model_cfg = model_cfg[part].copy()
+        if not with_weights:
+            model_cfg['init_cfg'] = None
+    elif not with_weights and model_cfg.get('backbone', {}).get('init_cfg') is not None:
         model_cfg.backbone.init_cfg = None
     model = MODELS.build(model_cfg)
     model.eval()
@@ -204,8 +252,15 @@ def _resolve(root: str, path: str) -> str:
 def check_coco_annotations(ann_file: str) -> dict:
     """Count the annotations mmdet will skip in a COCO json, and warn once per kind.
 
-    mmdet silently drops boxes that are outside the image, have no area, or name an
-    unknown category; a user should know how much of the data that is.
+    mmdet (``CocoDataset.parse_data_info``, 3.x) silently drops, in this order: annotations
+    flagged ``ignore``; boxes with no area inside their image (zero-size ones too); boxes
+    narrower or shorter than 1 pixel, or with ``area <= 0``; categories not in the dataset.
+    Annotations of images missing from ``images`` are never read. Each dropped annotation
+    is counted under the first rule that drops it, as mmdet applies them, except ``ignore``
+    (deliberate, so not warned about).
+
+    Args:
+        ann_file: A COCO-format json.
 
     Returns:
         ``{kind: count}`` for the problems found.
@@ -217,18 +272,25 @@ def check_coco_annotations(ann_file: str) -> dict:
         coco = json.load(f)
     images = {img['id']: img for img in coco.get('images', [])}
     categories = {cat['id'] for cat in coco.get('categories', [])}
-    problems = {'box outside its image': [], 'zero-area box': [], 'unknown category': [],
-                'unknown image': []}
+    problems = {'box with no area inside its image': [],
+                'box under 1 pixel wide or high, or of zero area': [],
+                'unknown category': [], 'unknown image': []}
     for ann in coco.get('annotations', []):
         img = images.get(ann.get('image_id'))
-        x, y, w, h = (ann.get('bbox') or [0, 0, 0, 0])[:4]
         if img is None:
             problems['unknown image'].append(ann.get('id'))
-        elif x >= img['width'] or y >= img['height'] or x + w <= 0 or y + h <= 0:
-            problems['box outside its image'].append(ann.get('id'))
-        if w <= 0 or h <= 0 or ann.get('area', 1) <= 0:
-            problems['zero-area box'].append(ann.get('id'))
-        if ann.get('category_id') not in categories:
+            continue
+        if ann.get('ignore', False):
+            continue
+        x, y, w, h = (ann.get('bbox') or [0, 0, 0, 0])[:4]
+        # mmdet's own tests, in its order (the first that fails drops the annotation).
+        inter_w = max(0, min(x + w, img['width']) - max(x, 0))
+        inter_h = max(0, min(y + h, img['height']) - max(y, 0))
+        if inter_w * inter_h == 0:
+            problems['box with no area inside its image'].append(ann.get('id'))
+        elif ann.get('area', 1) <= 0 or w < 1 or h < 1:
+            problems['box under 1 pixel wide or high, or of zero area'].append(ann.get('id'))
+        elif ann.get('category_id') not in categories:
             problems['unknown category'].append(ann.get('id'))
     found = {kind: ids for kind, ids in problems.items() if ids}
     for kind, ids in found.items():

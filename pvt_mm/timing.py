@@ -1,12 +1,17 @@
 """Timing and numerics helpers shared by the benchmark tools (``tools/analysis/``)."""
 import contextlib
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Union
 
 import torch
 
 
-def timed_call(fn: Callable[[], None], device: str) -> float:
+def is_cuda(device: Union[str, torch.device]) -> bool:
+    """Whether ``device`` (``'cuda'``, ``'cuda:1'``, a ``torch.device``...) is a CUDA device."""
+    return torch.device(device).type == 'cuda'
+
+
+def timed_call(fn: Callable[[], None], device: Union[str, torch.device]) -> float:
     """Seconds one call of ``fn`` takes.
 
     On CUDA: GPU time between two CUDA events recorded around the call (the host waits
@@ -14,15 +19,17 @@ def timed_call(fn: Callable[[], None], device: str) -> float:
 
     Args:
         fn: The call to time.
-        device: ``'cuda'`` or ``'cpu'``.
+        device: ``'cpu'``, ``'cuda'`` or ``'cuda:N'`` (the device ``fn`` runs on).
     """
-    if device == 'cuda':
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
+    if is_cuda(device):
+        with torch.cuda.device(torch.device(device)):  # events and sync on that GPU
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
         return start.elapsed_time(end) / 1e3
     begin = time.perf_counter()
     fn()

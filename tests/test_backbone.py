@@ -84,6 +84,20 @@ def test_inconsistent_arch_dict(arch, error, match):
         resolve_arch(arch)
 
 
+def test_subclass_presets_fill_a_custom_arch():
+    """A subclass with its own presets and base: a custom arch dict takes its missing fields
+    from that base, not from pvt_mm's ARCH_ZOO (which does not know it)."""
+    narrow = dict(resolve_arch('tiny'), embed_dims=(16, 32, 64, 128), num_heads=(1, 1, 2, 4))
+
+    class NarrowPVT(PVT):
+        arch_zoo = {'narrow': narrow}
+        base_arch = 'narrow'
+
+    model = NarrowPVT(arch=dict(depths=(1, 1, 1, 1)))
+    assert model.arch == dict(narrow, depths=(1, 1, 1, 1))
+    assert model.out_channels == (16, 32, 64, 128)
+
+
 def test_arch_fields_cover_table1():
     assert set(resolve_arch('medium')) == set(ARCH_FIELDS)
     assert resolve_arch('large')['depths'] == (3, 8, 27, 3)

@@ -5,8 +5,9 @@ import json
 import math
 
 import pytest
+import torch
 
-from .conftest import run_tool, shapes_options
+from .conftest import load_tool, run_tool, shapes_options
 
 R50_TWIN = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 
@@ -37,7 +38,37 @@ def test_benchmark_names_a_missing_twin_config():
     assert 'not among the installed mmdet configs' in proc.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the refusal on a host without CUDA')
+def test_benchmark_takes_cuda_n_for_cuda():
+    """'cuda:0' is CUDA too (CUDA-event timing, peak memory): without a GPU it is refused
+    up front like 'cuda', not run down the CPU branch until something fails."""
+    benchmark = load_tool('tools/analysis/benchmark.py')
+    with pytest.raises(SystemExit) as exit_:
+        benchmark.main(['configs/retinanet/pvt_tiny_fpn_1x_coco.py', '--device', 'cuda:0'])
+    assert str(exit_.value) == ('error: --device cuda:0 but no CUDA GPU is visible; '
+                                'use --device cpu')
+
+
+def test_benchmark_takes_the_amp_dtype_names_of_train():
+    """One table of autocast dtypes (pvt_mm.runtime.AMP_DTYPES) serves both tools."""
+    from pvt_mm.runtime import AMP_DTYPES
+    benchmark = load_tool('tools/analysis/benchmark.py')
+    for name in ('float16', 'bfloat16', 'fp16', 'bf16'):
+        args = benchmark.parse_args(['configs/retinanet/pvt_tiny_fpn_1x_coco.py',
+                                     '--amp-dtype', name])
+        assert getattr(torch, AMP_DTYPES[args.amp_dtype]) in (torch.float16, torch.bfloat16)
+
+
 cuda = pytest.mark.cuda
+
+
+@cuda
+def test_cuda_benchmark_on_cuda_0_times_with_events_and_reports_peak_memory():
+    out = _run(['tools/analysis/benchmark.py', 'configs/retinanet/pvt_tiny_fpn_1x_coco.py',
+                '--device', 'cuda:0', '--shape', '256', '320', '--repeat', '2', '--warmup', '1'])
+    rows = _table(out)
+    assert len(rows) == 1 and float(rows[0][7]) > 0, out  # peak extra memory, not '-'
+    assert 'device cuda:0 ' in out
 
 
 @cuda

@@ -206,6 +206,26 @@ def test_family_trains_and_evaluates(family, shapes_root, tmp_path):
     assert ap >= 0 and metrics['coco/bbox_mAP'] == pytest.approx(ap, abs=5e-4)
     if family == 'mask_rcnn':
         assert metrics['coco/segm_mAP'] >= 0
+    _check_dump(work / 'preds.pkl', family)
+
+
+def _check_dump(path, family: str) -> None:
+    """``--out`` writes mmdet's DumpDetResults: one entry per validation image with its
+    predicted boxes, no ground truth, masks as COCO RLE (not H x W arrays)."""
+    import pickle
+    with open(path, 'rb') as f:
+        dump = pickle.load(f)
+    assert len(dump) == 2, len(dump)  # the 2 validation images
+    for sample in dump:
+        assert not {'gt_instances', 'ignored_instances'} & set(sample), sorted(sample)
+        pred = sample['pred_instances']
+        assert pred['bboxes'].ndim == 2 and pred['bboxes'].shape[1] == 4
+        assert len(pred['scores']) == len(pred['labels']) == len(pred['bboxes']) > 0
+        if family == 'mask_rcnn':
+            assert len(pred['masks']) == len(pred['bboxes'])
+            rle = pred['masks'][0]
+            assert set(rle) == {'size', 'counts'} and isinstance(rle['counts'], bytes), rle
+            assert list(rle['size']) == [sample['ori_shape'][0], sample['ori_shape'][1]]
 
 
 def test_tool_errors_are_clear(tmp_path):

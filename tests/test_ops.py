@@ -237,6 +237,93 @@ def test_cuda_input_check_reports_a_nan_batch_without_sync():
         torch.cuda.set_sync_debug_mode('default')
 
 
+def _nan_image(device) -> torch.Tensor:
+    image = torch.randn(3, 64, 64, device=device)
+    image[0, 3, 3] = float('nan')
+    return image
+
+
+def _test_run(images, work_dir):
+    """``Runner.test`` of a PVT on ``images`` (one per batch), with ``FiniteInputHook`` as
+    ``tools/train.py`` / ``tools/test.py`` add it: the path a real evaluation takes."""
+    from mmengine.evaluator import BaseMetric
+    from mmengine.model import BaseModel
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+    from torch.utils.data import DataLoader
+
+    from pvt_mm.engine import FiniteInputHook
+
+    class Probe(BaseModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = PVT(arch=dict(depths=(1, 1, 1, 1)))
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            self.backbone(inputs)
+            return [dict() for _ in inputs]
+
+    class Count(BaseMetric):
+        def process(self, data_batch, data_samples) -> None:
+            self.results.append(len(data_samples))
+
+        def compute_metrics(self, results) -> dict:
+            return dict(images=sum(results))
+
+    loader = DataLoader([image.cpu() for image in images], batch_size=1,
+                        collate_fn=lambda batch: dict(inputs=torch.stack(batch)))
+    # The Runner makes its scope the current default one; put the previous one back after,
+    # so later registry builds in this process (mmdet's, say) are not sent to mmengine's.
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        runner = Runner(model=Probe(), work_dir=str(work_dir), test_dataloader=loader,
+                        test_cfg=dict(), test_evaluator=[Count()],
+                        custom_hooks=[FiniteInputHook()], default_hooks=dict(checkpoint=None))
+        return runner.test()
+
+
+def test_input_check_hook_runs_in_a_test_run(tmp_path):
+    """The harness of the CUDA test below, on this host's device (on CPU a NaN batch raises
+    at once, on a GPU at the latest when the hook reads the checks after the test)."""
+    good = torch.randn(3, 64, 64)
+    assert _test_run([good, good], tmp_path / 'ok') == dict(images=2)
+    with pytest.raises(ValueError, match='NaN or Inf'):
+        _test_run([good, _nan_image('cpu')], tmp_path / 'nan')
+
+
+@cuda
+def test_cuda_input_check_names_the_batch_it_read():
+    """The flag read at a call is an earlier call's: the batch of the call that raises is
+    queued after the poll, so the error names the offending call, not "this one"."""
+    model = PVT(arch=dict(depths=(1, 1, 1, 1))).cuda().eval()
+    good = torch.randn(1, 3, 64, 64, device='cuda')
+    with torch.no_grad():
+        model(good)                        # call 1
+        model(_nan_image('cuda')[None])    # call 2: queued, not read by this call
+        torch.cuda.synchronize()           # both flags are in host memory now
+        with pytest.raises(ValueError, match=r'input of call 2 of the 2 checked so far'):
+            model(good)                    # call 3 reads them before queueing its own
+    assert model._finite_input.pending == 0
+
+
+@cuda
+def test_cuda_input_check_pending_at_the_end_of_a_run_is_read(tmp_path):
+    """A NaN batch last in a run is still in flight when the loop ends: FiniteInputHook
+    reads it after the test epoch instead of letting it go unread."""
+    model = PVT(arch=dict(depths=(1, 1, 1, 1))).cuda().eval()
+    good = torch.randn(1, 3, 64, 64, device='cuda')
+    with torch.no_grad():
+        model(good)
+        model(_nan_image('cuda')[None])
+    assert model._finite_input.pending >= 1  # nothing read it: the last call queued it
+    with pytest.raises(ValueError, match=r'input of call 2 of the 2 checked so far'):
+        ops.finish_input_checks(model)
+    assert ops.finish_input_checks(model) == 0  # nothing left in flight
+    good = torch.randn(3, 64, 64)
+    with pytest.raises(ValueError, match=r'detected asynchronously on the GPU: the offending '
+                                         r'batch is the input of call 3 of the 3'):
+        _test_run([good, good, _nan_image('cpu')], tmp_path)
+
+
 @cuda
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_cuda_autocast_training_step_matches_fp32(dtype):

@@ -193,18 +193,32 @@ def test_bad_input_configs_fail_early_and_clearly(shapes_root, tmp_path, overrid
 
 
 def test_bad_input_coco_annotations_are_skipped_with_a_warning(shapes_root, tmp_path):
+    """The counts are exactly what mmdet's own CocoDataset drops from the same file."""
+    from mmdet.datasets import CocoDataset
+
     from pvt_mm.runtime import check_coco_annotations
     coco = json.loads((shapes_root / 'annotations' / 'instances_train2017.json').read_text())
     first = dict(coco['annotations'][0])
     coco['annotations'] += [
         dict(first, id=9001, bbox=[1000, 1000, 20, 20]),            # outside the image
-        dict(first, id=9002, bbox=[10, 10, 0, 0], area=0),          # zero area
-        dict(first, id=9003, category_id=12345),                   # missing category
+        dict(first, id=9002, bbox=[10, 10, 0, 0], area=0),          # zero size: no area inside
+        dict(first, id=9003, bbox=[10, 10, 0.5, 20], area=10),      # under 1 pixel wide
+        dict(first, id=9004, bbox=[10, 10, 20, 0.9], area=18),      # under 1 pixel high
+        dict(first, id=9005, bbox=[10, 10, 20, 20], area=0),        # area 0, box fine
+        dict(first, id=9006, bbox=[-10, -10, 20, 20], area=400),    # partly outside: kept
+        dict(first, id=9007, category_id=12345),                    # missing category
+        dict(first, id=9008, image_id=54321),                       # missing image
     ]
     broken = tmp_path / 'broken.json'
     broken.write_text(json.dumps(coco))
-    assert check_coco_annotations(str(broken)) == {
-        'box outside its image': 1, 'zero-area box': 1, 'unknown category': 1}
+    counts = check_coco_annotations(str(broken))
+    assert counts == {'box with no area inside its image': 2,
+                      'box under 1 pixel wide or high, or of zero area': 3,
+                      'unknown category': 1, 'unknown image': 1}
+    dataset = CocoDataset(ann_file=str(broken), data_prefix=dict(img=''), pipeline=[],
+                          metainfo=dict(classes=[c['name'] for c in coco['categories']]))
+    kept = sum(len(info['instances']) for info in dataset.load_data_list())
+    assert len(coco['annotations']) - kept == sum(counts.values())
 
 
 def _rng_digests(out: str, when: str) -> dict:

@@ -3,6 +3,7 @@ counts and GFLOPs; v2: every arch of the official PVTv2-Seg release, b0 predicti
 image), and the model trains and reports mIoU through tools/train.py and tools/test.py on the
 embedded ADE20K-layout data."""
 import json
+import pickle
 import re
 
 import pytest
@@ -191,9 +192,18 @@ def test_semantic_fpn_trains_and_reports_miou(ade_root, tmp_path):
     ckpt = work / 'iter_2.pth'
     assert ckpt.is_file()
     out = run_tool(['tools/test.py', TINY_CONFIG, ckpt, '--work-dir', work / 'test',
-                    '--show-dir', work / 'show', '--cfg-options', *options], timeout=600).output
+                    '--show-dir', work / 'show', '--out', work / 'preds.pkl',
+                    '--cfg-options', *options], timeout=600).output
     metrics = json.loads((work / 'test' / 'test_metrics.json').read_text())
     assert 0.0 <= metrics['mIoU'] <= 100.0 and 0.0 <= metrics['aAcc'] <= 100.0
     assert re.search(rf"mIoU: {metrics['mIoU']:.4f}", out)
     # --show-dir draws every validation image (2 here).
     assert len(list((work / 'show').rglob('*.png'))) == 2
+    # --out keeps each image's label map, not the 150-channel logits nor the ground truth.
+    with open(work / 'preds.pkl', 'rb') as f:
+        dump = pickle.load(f)
+    assert len(dump) == 2
+    for sample in dump:
+        assert not {'seg_logits', 'gt_sem_seg'} & set(sample), sorted(sample)
+        label_map = sample['pred_sem_seg']['data']
+        assert label_map.shape == (1, *sample['ori_shape']) and not label_map.is_floating_point()

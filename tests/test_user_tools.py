@@ -8,7 +8,9 @@ import os
 import pickle
 import re
 import shutil
+import subprocess
 from pathlib import Path
+from typing import Dict
 
 import numpy as np
 import pytest
@@ -116,12 +118,19 @@ def test_demo_errors_are_clear(trained, shapes_root, tmp_path, capsys):
     empty.mkdir()
     bad_ckpt = tmp_path / 'bad.pth'
     bad_ckpt.write_bytes(b'\x00' * 100)
+    # Backbone weights alone: refused by the same check as tools/test.py's, with the fix.
+    backbone_only = tmp_path / 'backbone.pth'
+    state = torch.load(ckpt, map_location='cpu', weights_only=False)['state_dict']
+    torch.save({k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')},
+               backbone_only)
     out = tmp_path / 'out'
     cases = [
         ([str(tmp_path / 'nope.jpg'), SHAPES_CONFIG, str(ckpt)], r"input '.*nope\.jpg' does not exist"),
         ([image, 'configs/nope.py', str(ckpt)], r"config file 'configs/nope\.py' does not exist"),
-        ([image, SHAPES_CONFIG, str(tmp_path / 'x.pth')], r"checkpoint file '.*x\.pth' does not exist"),
+        ([image, SHAPES_CONFIG, str(tmp_path / 'x.pth')], r"(?i)checkpoint file '.*x\.pth' does not exist"),
         ([image, SHAPES_CONFIG, str(bad_ckpt)], r"(Cannot read checkpoint|Refused to load) '.*bad\.pth'"),
+        ([image, SHAPES_CONFIG, str(backbone_only)],
+         r"'.*backbone\.pth' holds PVT backbone weights .* model\.backbone\.init_cfg"),
         ([str(junk), SHAPES_CONFIG, str(ckpt)], r"cannot read image '.*junk\.jpg'"),
         ([str(empty), SHAPES_CONFIG, str(ckpt)], r"directory '.*empty' holds no images"),
         ([image, 'configs/classification/pvt_tiny_in1k_tiny.py', str(ckpt)],
@@ -436,3 +445,34 @@ def test_draw_predictions_names_labels_by_the_config(shapes_root, tmp_path):
     run_tool(['tools/misc/draw_predictions.py', ann_file, preds_file, out, '--num', '1',
               '--config', SHAPES_CONFIG])
     assert out.stat().st_size > 5_000
+
+
+# ------------------------------------------------------------------ Slurm launch scripts
+def _fake_srun(tmp_path: Path) -> Dict[str, str]:
+    """A PATH whose ``srun`` prints the port and arguments it was given (no Slurm here)."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    srun = bin_dir / 'srun'
+    srun.write_text('#!/bin/sh\necho "MASTER_PORT=${MASTER_PORT:-unset}"\necho "ARGS $*"\n')
+    srun.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ('PORT', 'MASTER_PORT', 'SLURM_JOB_ID')}
+    return dict(env, PATH=f'{bin_dir}:{os.environ["PATH"]}')
+
+
+def _srun_port(env: Dict[str, str], script: str = 'tools/slurm_train.sh') -> int:
+    proc = subprocess.run(['bash', script, 'part', 'job', 'cfg.py', 'ckpt_or_dir'], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert '--launcher=slurm' in proc.stdout, proc.stdout
+    return int(re.search(r'MASTER_PORT=(\d+)', proc.stdout)[1])
+
+
+def test_slurm_jobs_get_their_own_master_port(tmp_path):
+    """Two jobs on one node must not both take torch's default 29500: the port is derived
+    per job (Slurm job id, else the launching shell), and PORT / MASTER_PORT override it."""
+    env = _fake_srun(tmp_path)
+    ports = {_srun_port(env), _srun_port(env, 'tools/slurm_test.sh'),
+             _srun_port(dict(env, SLURM_JOB_ID='1234567'))}
+    assert len(ports) == 3 and all(20000 <= p < 40000 for p in ports), ports
+    assert _srun_port(dict(env, SLURM_JOB_ID='1234567')) == 20000 + 1234567 % 20000
+    assert _srun_port(dict(env, PORT='29123')) == 29123
+    assert _srun_port(dict(env, PORT='29123', MASTER_PORT='29777')) == 29777

@@ -30,6 +30,7 @@ class DemoError(Exception):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description='Draw the predictions of a PVT model')
     parser.add_argument('input', help='image file, directory of images, or video file')
     parser.add_argument('config', help='model config (mmdet or mmseg default_scope)')
@@ -41,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='detection: minimum score of the boxes drawn')
     parser.add_argument('--opacity', type=float, default=0.5,
                         help='segmentation: opacity of the drawn map')
-    parser.add_argument('--cfg-options', nargs='+', default=None,
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='override config settings, e.g. model.test_cfg.score_thr=0.05')
     return parser.parse_args(argv)
 
@@ -74,15 +75,14 @@ def read_image(path: str):
     return img
 
 
-def load_config(path: str, cfg_options):
-    from mmengine.config import Config, DictAction
-    if not osp.isfile(path):
-        raise DemoError(f'config file {path!r} does not exist')
-    cfg = Config.fromfile(path)  # also runs custom_imports (pvt_mm)
-    if cfg_options:
-        parser = argparse.ArgumentParser()
-        parser.add_argument('--o', nargs='+', action=DictAction)
-        cfg.merge_from_dict(parser.parse_args(['--o', *cfg_options]).o)
+def load_config(path: str, cfg_options: Optional[dict]):
+    """Read the config (``pvt_mm.runtime.read_config``) and check it is a detection or
+    segmentation one; return ``(cfg, scope)``."""
+    from pvt_mm.runtime import read_config
+    try:
+        cfg = read_config(path, cfg_options)  # also runs custom_imports (pvt_mm)
+    except FileNotFoundError as exc:
+        raise DemoError(str(exc)) from None
     scope = cfg.get('default_scope', 'mmdet')
     if cfg.get('visualizer') is not None:
         cfg.visualizer.vis_backends = None  # we save the drawn images ourselves
@@ -93,20 +93,14 @@ def load_config(path: str, cfg_options):
 
 
 def check_checkpoint(path: str) -> dict:
-    """Read the checkpoint safely (clear errors for missing/damaged files); return the
-    ``dataset_meta`` it carries (empty if none)."""
-    from pvt_mm.checkpoint import CheckpointError, read_checkpoint
+    """Read the whole-model checkpoint as ``tools/test.py`` does (safe load, clear errors for
+    missing, damaged or backbone-only files); return the ``dataset_meta`` it carries (empty
+    if none)."""
+    from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint
     try:
-        ckpt = read_checkpoint(path)
-    except FileNotFoundError:
-        raise DemoError(f'checkpoint file {path!r} does not exist') from None
-    except CheckpointError as exc:
+        ckpt = check_model_checkpoint(path)
+    except (FileNotFoundError, CheckpointError) as exc:
         raise DemoError(str(exc)) from None
-    state = ckpt.get('state_dict', ckpt)
-    if not any(k.startswith('backbone.') for k in state):
-        raise DemoError(f'checkpoint {path!r} is not a whole-model checkpoint (no "backbone." '
-                        'keys); pass the detector/segmentor checkpoint written by '
-                        'tools/train.py, not backbone-only weights')
     meta = ckpt.get('meta')
     return dict(meta.get('dataset_meta') or {}) if isinstance(meta, dict) else {}
 

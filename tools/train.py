@@ -22,14 +22,15 @@ from mmengine.runner import Runner
 
 from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint, local_checkpoint_path
 from pvt_mm.engine import find_resumable_checkpoint, use_atomic_checkpoints
-from pvt_mm.runtime import (AMP_DTYPES, add_runner_arguments, allow_mmengine_checkpoints,
-                            check_datasets, init_distributed, load_config,
-                            parse_runner_arguments, shutdown_distributed, use_compile,
-                            use_mixed_precision)
+from pvt_mm.runtime import (AMP_DTYPES, add_custom_hooks, add_runner_arguments,
+                            allow_mmengine_checkpoints, check_datasets, init_distributed,
+                            load_config, parse_runner_arguments, shutdown_distributed,
+                            use_compile, use_mixed_precision)
 
-# Added to every run: RNG states travel with checkpoints (exact resume) and a non-finite
-# loss stops training before it can be checkpointed.
-SAFETY_HOOKS = ('RNGStateHook', 'FiniteLossHook')
+# Added to every run: RNG states travel with checkpoints (exact resume), a non-finite
+# loss stops training before it can be checkpointed, and the GPU input checks still in
+# flight are read when a train or val run ends.
+SAFETY_HOOKS = ('RNGStateHook', 'FiniteLossHook', 'FiniteInputHook')
 
 
 def parse_args() -> argparse.Namespace:
@@ -77,9 +78,7 @@ def build_config(args: argparse.Namespace) -> Config:
     if checkpoint_hook is not None and checkpoint_hook.get('type') in ('CheckpointHook',
                                                                        'mmengine.CheckpointHook'):
         checkpoint_hook.type = 'AtomicCheckpointHook'  # last_checkpoint written atomically too
-    hooks = list(cfg.get('custom_hooks', None) or [])
-    present = {h.get('type') for h in hooks}
-    cfg.custom_hooks = hooks + [dict(type=t) for t in SAFETY_HOOKS if t not in present]
+    add_custom_hooks(cfg, SAFETY_HOOKS)
     return cfg
 
 

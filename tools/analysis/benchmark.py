@@ -28,10 +28,8 @@ import torch
 from torch import nn
 
 from pvt_mm.flops import data_samples_for
-from pvt_mm.runtime import build_from_config
-from pvt_mm.timing import timed_call
-
-AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+from pvt_mm.runtime import AMP_DTYPES, build_from_config
+from pvt_mm.timing import is_cuda, timed_call
 
 
 def make_batch(scope: str, batch: int, shape: Tuple[int, int], device: str) -> Dict[str, Any]:
@@ -54,7 +52,8 @@ def make_call(model: nn.Module, scope: str, shape: Tuple[int, int], batch: int, 
     def autocast() -> contextlib.AbstractContextManager:
         if amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=device, dtype=AMP_DTYPES[amp_dtype])
+        return torch.autocast(device_type=torch.device(device).type,
+                              dtype=getattr(torch, AMP_DTYPES[amp_dtype]))
 
     if mode == 'tensor':
         processed = model.data_preprocessor(data, False)
@@ -80,16 +79,17 @@ def benchmark(calls: Dict[str, Callable[[], None]], repeat: int, warmup: int,
     for r in range(warmup + repeat):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            measure = device == 'cuda' and r == warmup
+            # 'cuda' and 'cuda:N' alike: CUDA events for the time, the peak on that GPU.
+            measure = is_cuda(device) and r == warmup
             if measure:  # the first timed call: its peak above what was already resident
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                base = torch.cuda.memory_allocated()
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
             seconds = timed_call(calls[name], device)
             if r >= warmup:
                 times[name].append(seconds)
             if measure:
-                peaks[name] = (torch.cuda.max_memory_allocated() - base) / 2**20
+                peaks[name] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
     out = {}
     for name in names:
         median = statistics.median(times[name])
@@ -141,9 +141,13 @@ def resolve_config(config: str) -> str:
 
 def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     args = parse_args(argv)
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        sys.exit('error: --device cuda but no CUDA GPU is visible; use --device cpu')
-    if args.amp_dtype and args.device == 'cpu' and args.mode == 'predict':
+    try:
+        cuda = is_cuda(args.device)
+    except RuntimeError:  # torch.device's own message names the bad string
+        sys.exit(f'error: --device {args.device!r} is not a device; use cpu, cuda or cuda:N')
+    if cuda and not torch.cuda.is_available():
+        sys.exit(f'error: --device {args.device} but no CUDA GPU is visible; use --device cpu')
+    if args.amp_dtype and not cuda and args.mode == 'predict':
         print('note: CPU autocast with post-processing may be slower than fp32', file=sys.stderr)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -160,7 +164,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
     default = {'mmpretrain': (224, 224), 'mmseg': (512, 512)}.get(scopes[first], (800, 1333))
     shapes = [tuple(s) for s in (args.shape or [default])]
     print(f'Configs: {", ".join(configs)}; device {args.device}'
-          f'{" " + torch.cuda.get_device_name() if args.device == "cuda" else ""}, '
+          f'{" " + torch.cuda.get_device_name(args.device) if cuda else ""}, '
           f'{torch.get_num_threads()} threads, torch {torch.__version__}, batch {args.batch}, '
           f'mode {args.mode}, {args.amp_dtype or "fp32"}'
           f'{", compiled backbone (first config)" if args.compile else ""}, median of '

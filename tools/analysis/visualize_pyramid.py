@@ -49,25 +49,17 @@ def build_backbone(config: str, checkpoint: Optional[str] = None):
     Returns:
         ``(backbone, cfg)``; the backbone is in eval mode.
     """
-    from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
-
     import pvt_mm
     from pvt_mm.checkpoint import CheckpointError
     from pvt_mm.models.backbones.pvt_convert import load_pretrained
+    from pvt_mm.runtime import build_from_config
 
-    if not osp.isfile(config):
-        raise PyramidError(f'config file {config!r} does not exist')
     if checkpoint is not None and not osp.isfile(checkpoint):
         raise PyramidError(f'checkpoint file {checkpoint!r} does not exist')
-    cfg = Config.fromfile(config)
-    backbone_cfg = cfg.get('model', {}).get('backbone')
-    if backbone_cfg is None:
-        raise PyramidError(f'config {config!r} has no model.backbone')
-    backbone_cfg = backbone_cfg.copy()
-    backbone_cfg['init_cfg'] = None  # weights come from `checkpoint` (or stay random)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    backbone = MODELS.build(backbone_cfg)
+    try:  # weights come from `checkpoint` (or stay random), not the config's init_cfg
+        backbone, cfg = build_from_config(config, with_weights=False, part='backbone')
+    except (FileNotFoundError, KeyError) as exc:
+        raise PyramidError(exc.args[0]) from None
     if not isinstance(backbone, pvt_mm.PVT):
         raise PyramidError(f'the backbone of {config!r} is {type(backbone).__name__}, not PVT')
     backbone.init_weights()

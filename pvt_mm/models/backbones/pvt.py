@@ -65,7 +65,7 @@ def resolve_arch(arch: Union[str, dict], zoo: Optional[Dict[str, dict]] = None,
     Args:
         arch: A preset name of ``zoo`` or a dict.
         zoo: The presets allowed (default: all of :data:`ARCH_ZOO`).
-        base: The preset a dict's missing fields come from.
+        base: The preset of ``zoo`` a dict's missing fields come from.
     """
     zoo = ARCH_ZOO if zoo is None else zoo
     if isinstance(arch, str):
@@ -84,7 +84,10 @@ def resolve_arch(arch: Union[str, dict], zoo: Optional[Dict[str, dict]] = None,
     if 'depths' not in arch:
         raise KeyError(f'A custom PVT arch needs "depths"; the other fields {ARCH_FIELDS[1:]} '
                        f'default to the {base!r} preset.')
-    defaults = dict(ARCH_ZOO[base])
+    if base not in zoo:
+        raise KeyError(f'The base preset {base!r} of a custom PVT arch is not among the presets '
+                       f'{sorted(zoo)}; set base_arch to one of them.')
+    defaults = dict(zoo[base])  # the caller's presets: a subclass's own zoo, not ARCH_ZOO
     if 'patch_sizes' in arch:
         defaults.update(patch_kernels=tuple(arch['patch_sizes']),
                         patch_paddings=(0,) * len(arch['patch_sizes']))
