@@ -47,14 +47,21 @@ def trained(shapes_root, tmp_path_factory):
 
 
 # ------------------------------------------------------------------ tools/demo.py
-def test_demo_draws_detections_on_a_folder(trained, shapes_root, tmp_path):
+def test_demo_draws_detections_on_a_folder(trained, shapes_root, tmp_path, checkpoint_server,
+                                           torch_home):
+    """Also the checkpoint-URL path: the detector is served over http, downloaded once into
+    the torch hub cache and loaded from there (safely) by the inferencer."""
     _, ckpt = trained
+    (checkpoint_server.root / 'det.pth').write_bytes(ckpt.read_bytes())
     out_dir = tmp_path / 'vis'
     # An untrained detector scores low: keep every box and draw them all.
-    log = run_tool(['tools/demo.py', shapes_root / 'val2017', SHAPES_CONFIG, ckpt,
+    log = run_tool(['tools/demo.py', shapes_root / 'val2017', SHAPES_CONFIG,
+                    checkpoint_server.url + 'det.pth',
                     '--out-dir', out_dir, '--score-thr', '0', '--cfg-options',
                     'model.test_cfg.score_thr=0.0', 'model.test_cfg.max_per_img=5'],
-                   timeout=600).output
+                   timeout=600, env={'TORCH_HOME': str(torch_home)}).output
+    assert checkpoint_server.requests == ['/det.pth']
+    assert (torch_home / 'hub' / 'checkpoints' / 'det.pth').read_bytes() == ckpt.read_bytes()
     inputs = sorted((shapes_root / 'val2017').glob('*.jpg'))
     assert len(inputs) == 2 and '2/2' in log  # the progress bar went through both images
     for image in inputs:

@@ -16,7 +16,7 @@ import os
 import os.path as osp
 import sys
 import warnings
-from typing import Optional
+from typing import Optional, Tuple
 
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
@@ -34,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Draw the predictions of a PVT model')
     parser.add_argument('input', help='image file, directory of images, or video file')
     parser.add_argument('config', help='model config (mmdet or mmseg default_scope)')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file or http(s) URL')
     parser.add_argument('--out-dir', default='outputs', help='where drawn results are saved')
     parser.add_argument('--device', default=None, help="e.g. 'cpu' or 'cuda:0' (default: "
                         'cuda:0 if available, else cpu)')
@@ -92,17 +92,23 @@ def load_config(path: str, cfg_options: Optional[dict]):
     return cfg, scope
 
 
-def check_checkpoint(path: str) -> dict:
+def check_checkpoint(path: str) -> Tuple[str, dict]:
     """Read the whole-model checkpoint as ``tools/test.py`` does (safe load, clear errors for
-    missing, damaged or backbone-only files); return the ``dataset_meta`` it carries (empty
-    if none)."""
-    from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint
+    missing, damaged or backbone-only files; an http(s) URL is downloaded once into the torch
+    hub cache).
+
+    Returns:
+        The checkpoint's local file (what the inferencer loads) and the ``dataset_meta`` it
+        carries (empty if none).
+    """
+    from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint, local_checkpoint_path
     try:
-        ckpt = check_model_checkpoint(path)
+        local = local_checkpoint_path(path)
+        ckpt = check_model_checkpoint(local)
     except (FileNotFoundError, CheckpointError) as exc:
         raise DemoError(str(exc)) from None
     meta = ckpt.get('meta')
-    return dict(meta.get('dataset_meta') or {}) if isinstance(meta, dict) else {}
+    return local, (dict(meta.get('dataset_meta') or {}) if isinstance(meta, dict) else {})
 
 
 def config_metainfo(cfg, scope: str) -> dict:
@@ -228,7 +234,7 @@ def main(argv=None) -> int:
     try:
         kind, inputs = collect_inputs(args.input)
         cfg, scope = load_config(args.config, args.cfg_options)
-        ckpt_meta = check_checkpoint(args.checkpoint)
+        checkpoint, ckpt_meta = check_checkpoint(args.checkpoint)
         if kind == 'images' and len(inputs) == 1:
             read_image(inputs[0])  # fail on an unreadable image before building the model
         os.makedirs(args.out_dir, exist_ok=True)
@@ -237,7 +243,7 @@ def main(argv=None) -> int:
         meta = ckpt_meta if ckpt_meta.get('classes') else config_metainfo(cfg, scope)
         if scope == 'mmdet' and ckpt_meta.get('classes'):
             meta = None  # DetInferencer takes them from the checkpoint itself
-        predictor = Predictor(cfg, scope, args.checkpoint, args.device, args.score_thr,
+        predictor = Predictor(cfg, scope, checkpoint, args.device, args.score_thr,
                               args.opacity, meta)
         if kind == 'video':
             written = run_video(predictor, inputs, args.out_dir)
