@@ -79,7 +79,7 @@ def _decode_deltas(priors: Tensor, deltas: Tensor, coder, img_shapes: Tensor) ->
     pxy = (priors[..., :2] + priors[..., 2:]) * 0.5
     pwh = priors[..., 2:] - priors[..., :2]
     dxy_wh = pwh * dxy
-    max_ratio = abs(math.log(coder.wh_ratio_clip))
+    max_ratio = abs(math.log(16 / 1000))  # DeltaXYWHBBoxCoder.decode's wh_ratio_clip default
     if coder.add_ctr_clamp:
         dxy_wh = dxy_wh.clamp(min=-coder.ctr_clamp, max=coder.ctr_clamp)
         dwh = dwh.clamp(max=max_ratio)
