@@ -110,13 +110,14 @@ def test_unsupported_model_is_refused_without_a_file(tmp_path):
 
 
 def test_failed_export_leaves_the_old_file(tmp_path):
-    """An export that fails half-way (an opset the exporter cannot target) keeps an
-    existing file as it was and leaves no partial file."""
+    """An export that fails after its temporary file was opened (an example size below
+    the model's smallest input) keeps an existing file as it was, leaves no partial file
+    and exits 1 with the reason."""
     out = tmp_path / 'model.onnx'
     out.write_bytes(b'previous export')
     result = run_tool(['tools/deployment/pytorch2onnx.py', MAIN_JOB_CONFIG, '--part',
-                       'backbone', '--out', out, '--opset', '7'], check=False)
-    assert result.returncode != 0
+                       'backbone', '--out', out, '--shape', '16', '16'], check=False)
+    assert result.returncode == 1 and 'smallest input' in result.stderr, result.output[-3000:]
     assert out.read_bytes() == b'previous export'
     assert [p.name for p in tmp_path.iterdir()] == ['model.onnx']
 

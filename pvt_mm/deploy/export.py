@@ -9,6 +9,7 @@ half file.
 """
 import contextlib
 import copy
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -136,16 +137,19 @@ def export_onnx(model: nn.Module, out: Union[str, Path], part: str = 'model',
     out = Path(out)
     if out.suffix != '.onnx':
         raise DeployError(f'The output file must end with .onnx, got {str(out)!r}.')
-    graph = build_graph(model, part)
-    side = min_input_side(model)
-    if min(shape) < side:
-        raise DeployError(f'Example shape {tuple(shape)} is below the model\'s smallest input '
-                          f'{side}x{side}.')
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Everything from here writes to a temporary file in the same folder, renamed over
+    # `out` only when the export is complete and checked: a failure or an interrupt at
+    # any point leaves `out` as it was.
     fd, tmp = tempfile.mkstemp(prefix=f'.{out.name}.', suffix='.partial', dir=out.parent)
     os.close(fd)
     try:
-        quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(open(os.devnull, 'w'))
+        graph = build_graph(model, part)
+        side = min_input_side(model)
+        if min(shape) < side:
+            raise DeployError(f'Example shape {tuple(shape)} is below the model\'s smallest '
+                              f'input {side}x{side}; pass a larger --shape.')
+        quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
         with torch.no_grad(), quiet:
             program = torch.onnx.export(
                 graph, example_inputs(graph, shape), dynamo=True, opset_version=opset,
