@@ -32,7 +32,9 @@ EXTRAS = {
     'safetensors': ['safetensors'],
 }
 EXTRAS['all'] = sorted({req for reqs in EXTRAS.values() for req in reqs})
-EXTRAS['tests'] = EXTRAS['all'] + ['pytest', 'model-index']  # model-index: mim's parser
+# ONNX export (torch.onnx.export(dynamo=True) needs onnxscript) and ONNX Runtime inference.
+EXTRAS['deploy'] = ['onnx>=1.18', 'onnxruntime>=1.22', 'onnxscript>=0.3']
+EXTRAS['tests'] = EXTRAS['all'] + EXTRAS['deploy'] + ['pytest', 'model-index']  # model-index: mim's parser
 
 
 

@@ -235,6 +235,28 @@ def torch_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
+#: The main job's AP floor (tools/quickstart.sh's AP_FLOOR); its measured runs score ~0.6.
+MAIN_JOB_AP_FLOOR = 0.4
+
+
+@pytest.fixture(scope='session')
+def main_job(tmp_path_factory) -> Tuple[Path, subprocess.CompletedProcess]:
+    """`bash tools/quickstart.sh` (the README's main job: trains RetinaNet + PVT v2-b0, ~8
+    minutes), run once per session and shared by the main-job and deployment tests.
+
+    Returns:
+        ``(work dir, completed process)``; the work dir holds the checkpoint and
+        ``test/test_metrics.json`` / ``test/preds.pkl`` of ``tools/test.py``.
+    """
+    work = tmp_path_factory.mktemp('quickstart')
+    # As a user runs it (all cores: not run_tool, which pins tools to one thread).
+    env = dict(os.environ, WORK_DIR=str(work), AP_FLOOR=str(MAIN_JOB_AP_FLOOR),
+               PYTHONUNBUFFERED='1')
+    result = subprocess.run(['bash', 'tools/quickstart.sh'], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=1500)
+    return work, result
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` skip, saying why, on a machine without a CUDA GPU."""
     import torch

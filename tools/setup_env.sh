@@ -23,6 +23,10 @@ MMENGINE_VERSION=0.10.7
 MMDET_VERSION=3.3.0
 MMSEG_VERSION=1.2.2
 MMPRETRAIN_VERSION=1.2.0
+# The `deploy` extra: ONNX export and ONNX Runtime (tools/deployment/, tests/test_deploy.py).
+ONNX_VERSION=1.23.2
+ONNXRUNTIME_VERSION=1.31.1
+ONNXSCRIPT_VERSION=0.7.2
 
 log() { printf '[setup_env] %s\n' "$*" >&2; }
 
@@ -97,6 +101,14 @@ if ! have mmengine "$MMENGINE_VERSION" || ! have mmdet "$MMDET_VERSION" \
   pip_install -e "$ROOT[tests]"
 fi
 
-"$VPY" -c "import mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models, pvt_mm" \
+# 4. The `deploy` extra at the versions the deployment tests were measured with.
+if ! have onnx "$ONNX_VERSION" || ! have onnxruntime "$ONNXRUNTIME_VERSION" \
+   || ! have onnxscript "$ONNXSCRIPT_VERSION"; then
+  log "installing onnx $ONNX_VERSION, onnxruntime $ONNXRUNTIME_VERSION, onnxscript $ONNXSCRIPT_VERSION"
+  pip_install "onnx==$ONNX_VERSION" "onnxruntime==$ONNXRUNTIME_VERSION" \
+    "onnxscript==$ONNXSCRIPT_VERSION"
+fi
+
+"$VPY" -c "import mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models, onnx, onnxruntime, onnxscript, pvt_mm" \
   || { log "the stack does not import; see the messages above"; exit 1; }
 log "ready: $VENV"

@@ -193,7 +193,9 @@ class PVTStage(nn.Module):
         """The position embedding for a ``hw`` grid (class slot first, if any)."""
         if self.pos_embed is None:
             raise ValueError('This stage has no position embedding (PVT v2).')
-        if tuple(hw) == self.pos_grid:
+        # While exporting (ONNX), always interpolate: the shortcut would guard on the grid
+        # size and pin the exported graph to it (interpolating to the stored size is exact).
+        if not torch.compiler.is_exporting() and tuple(hw) == self.pos_grid:
             return self.pos_embed
         prefix = self.pos_embed[:, :self.num_prefix_tokens]
         grid = self.pos_embed[:, self.num_prefix_tokens:]

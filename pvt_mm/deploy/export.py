@@ -1,0 +1,187 @@
+"""Export a config's model (or its backbone) to one ONNX file that serves any batch and
+input size, and check it against PyTorch.
+
+``torch.onnx.export(..., dynamo=True)`` traces the graph of :mod:`.graphs` with symbolic
+batch, height and width. The export fails (:class:`DeployError`) rather than write a file
+that a trace guard pinned to the example size. The file is written to a temporary name
+in the same folder and renamed at the end, so an interrupted or failed export leaves no
+half file.
+"""
+import contextlib
+import copy
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .graphs import (SUPPORTED, BackboneGraph, ClassifierGraph, DeployError, RetinaNetGraph,
+                     SegmentorGraph)
+from .nms import TRANSLATIONS
+
+#: ONNX opset: 23 has the fused ``Attention`` op that ONNX Runtime runs as one kernel.
+DEFAULT_OPSET = 23
+PARTS = ('model', 'backbone')
+
+
+def model_family(model: nn.Module) -> str:
+    """``'detector'``, ``'segmentor'`` or ``'classifier'`` for a built OpenMMLab model."""
+    names = {cls.__module__.split('.')[0] for cls in type(model).__mro__}
+    if 'mmdet' in names:
+        return 'detector'
+    if 'mmseg' in names:
+        return 'segmentor'
+    if 'mmpretrain' in names:
+        return 'classifier'
+    raise DeployError(f'{type(model).__name__} is no mmdet, mmseg or mmpretrain model. '
+                      'Supported: ' + '; '.join(SUPPORTED) + '.')
+
+
+def build_graph(model: nn.Module, part: str = 'model') -> nn.Module:
+    """The exportable module for ``part`` of a copy of a built model (in eval mode, FFN
+    unchunked).
+
+    Args:
+        model: A model built from a config (weights loaded).
+        part: ``'model'`` (end to end) or ``'backbone'`` (the four stage maps).
+    """
+    if part not in PARTS:
+        raise DeployError(f'Unknown part {part!r}; choose one of {PARTS}.')
+    model = copy.deepcopy(model)  # the caller's model keeps its own settings
+    model.eval()  # dropout / drop-path off, inference code paths (always, whatever the caller did)
+    for module in model.modules():
+        # FFN token chunking depends on the token count (a trace guard on H and W); one
+        # piece gives the same numbers.
+        if hasattr(module, 'chunk_tokens') and hasattr(module, 'token_wise'):
+            module.chunk_tokens = None
+    if part == 'backbone':
+        backbone = getattr(model, 'backbone', model)
+        return BackboneGraph(backbone).eval()
+    family = model_family(model)
+    if family == 'detector':
+        return RetinaNetGraph(model).eval()
+    if family == 'segmentor':
+        mode = (model.test_cfg or {}).get('mode', 'whole')
+        if mode != 'whole' or type(model).__name__ != 'EncoderDecoder':
+            raise DeployError(f"Cannot export {type(model).__name__} with test mode {mode!r} "
+                              "end to end: only EncoderDecoder with mode='whole'. Supported: "
+                              + '; '.join(SUPPORTED) + '.')
+        return SegmentorGraph(model).eval()
+    return ClassifierGraph(model).eval()
+
+
+def min_input_side(model: nn.Module) -> int:
+    """The smallest side the model's backbone takes (PVT's ``min_input_side``, else 32)."""
+    backbone = getattr(model, 'backbone', model)
+    return max(int(getattr(backbone, 'min_input_side', 32)), 32)
+
+
+def example_inputs(graph: nn.Module, shape: Tuple[int, int], batch: int = 2) -> tuple:
+    """Random inputs for ``graph`` at ``shape``; batch 2, so that the batch stays dynamic
+    (torch.export specialises a size-1 dimension)."""
+    images = torch.randn(batch, 3, *shape)
+    if isinstance(graph, RetinaNetGraph):
+        return images, torch.tensor([list(shape)] * batch, dtype=torch.float32)
+    return (images, )
+
+
+def _dynamic_shapes(graph: nn.Module) -> tuple:
+    images = {0: 'batch', 2: 'height', 3: 'width'}
+    if isinstance(graph, RetinaNetGraph):
+        return (images, {0: 'batch'})
+    return (images, )
+
+
+def output_names(graph: nn.Module) -> Sequence[str]:
+    if isinstance(graph, RetinaNetGraph):
+        return ['dets', 'labels']
+    if isinstance(graph, BackboneGraph):
+        return [f'stage{i + 1}' for i in range(len(graph.backbone.out_indices))]
+    if isinstance(graph, SegmentorGraph):
+        return ['seg_logits']
+    return ['logits']
+
+
+def check_dynamic(path: Union[str, Path]) -> None:
+    """Raise :class:`DeployError` if the file's image input has a fixed batch, H or W."""
+    import onnx
+    proto = onnx.load(str(path), load_external_data=False)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    fixed = [name for name, dim in zip(('batch', 'channels', 'height', 'width'), dims)
+             if name != 'channels' and not dim.dim_param]
+    if fixed:
+        raise DeployError(f'The export pinned {", ".join(fixed)} of the input to the example '
+                          f'size ({[d.dim_value for d in dims]}): a trace guard in the model '
+                          'depends on it. Export refused (one file must serve every size).')
+
+
+def export_onnx(model: nn.Module, out: Union[str, Path], part: str = 'model',
+                shape: Tuple[int, int] = (256, 320), opset: int = DEFAULT_OPSET,
+                verbose: bool = False) -> Path:
+    """Export ``part`` of ``model`` to ``out`` with dynamic batch, height and width.
+
+    Args:
+        model: A built model (weights loaded); it is put in eval mode.
+        out: The ``.onnx`` file (one file, weights inside). Written atomically.
+        part: ``'model'`` or ``'backbone'``.
+        shape: Example ``(H, W)`` used for tracing (any size works afterwards).
+        opset: ONNX opset (23: fused ``Attention``).
+        verbose: Print the exporter's progress.
+
+    Returns:
+        The path written.
+    """
+    out = Path(out)
+    if out.suffix != '.onnx':
+        raise DeployError(f'The output file must end with .onnx, got {str(out)!r}.')
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Everything from here writes to a temporary file in the same folder, renamed over
+    # `out` only when the export is complete and checked: a failure or an interrupt at
+    # any point leaves `out` as it was.
+    fd, tmp = tempfile.mkstemp(prefix=f'.{out.name}.', suffix='.partial', dir=out.parent)
+    os.close(fd)
+    try:
+        graph = build_graph(model, part)
+        side = min_input_side(model)
+        if min(shape) < side:
+            raise DeployError(f'Example shape {tuple(shape)} is below the model\'s smallest '
+                              f'input {side}x{side}; pass a larger --shape.')
+        quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+        with torch.no_grad(), quiet:
+            program = torch.onnx.export(
+                graph, example_inputs(graph, shape), dynamo=True, opset_version=opset,
+                input_names=['images', 'img_shapes'][:len(_dynamic_shapes(graph))],
+                output_names=list(output_names(graph)),
+                dynamic_shapes=_dynamic_shapes(graph),
+                custom_translation_table=TRANSLATIONS, verbose=verbose)
+            program.save(tmp, external_data=False)
+        check_dynamic(tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return out
+
+
+def load_model(config: str, checkpoint: Optional[str] = None,
+               cfg_options: Optional[Dict] = None) -> Tuple[nn.Module, object]:
+    """Build ``config``'s model in eval mode, with ``checkpoint``'s weights if given (else
+    the config's own initialisation, e.g. random).
+
+    Returns:
+        ``(model, cfg)``.
+    """
+    from pvt_mm.runtime import build_from_config
+    model, cfg = build_from_config(config, cfg_options=cfg_options, with_weights=False)
+    if checkpoint:
+        from mmengine.runner import load_checkpoint
+
+        from pvt_mm.runtime import allow_mmengine_checkpoints
+        allow_mmengine_checkpoints()  # mmengine's meta data under torch.load(weights_only)
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+    else:
+        model.init_weights()
+    return model.eval(), cfg

@@ -1,0 +1,225 @@
+"""The graphs that are exported: thin ``nn.Module`` wrappers over a built OpenMMLab model
+whose ``forward(images[, img_shapes])`` is exactly what the ONNX file computes.
+
+* :class:`BackboneGraph`: the backbone's four stage maps.
+* :class:`ClassifierGraph`: an mmpretrain ``ImageClassifier``'s logits.
+* :class:`SegmentorGraph`: an mmseg ``EncoderDecoder``'s per-pixel logits at the input size.
+* :class:`RetinaNetGraph`: a single-stage anchor detector (RetinaNet) end to end, with the
+  config's ``test_cfg`` applied in the graph: score threshold, ``nms_pre`` per level,
+  ``min_bbox_size``, class-wise NMS (ONNX ``NonMaxSuppression``) and ``max_per_img``.
+
+Every graph works on the batch the data preprocessor makes (normalised, padded).
+"""
+import math
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .nms import onnx_nms
+
+
+class DeployError(ValueError):
+    """A model or input that the deployment code cannot handle (the message says why)."""
+
+
+#: What :func:`build_graph` exports, for error messages and docs.
+SUPPORTED = (
+    "part='backbone': the backbone of any config (PVT v1 / v2: the four stage maps)",
+    "part='model': RetinaNet (mmdet single-stage detectors with an AnchorHead that scores "
+    'with a sigmoid and decodes with DeltaXYWHBBoxCoder), mmseg EncoderDecoder '
+    "(Semantic FPN, mode='whole') and mmpretrain ImageClassifier",
+)
+
+
+class BackboneGraph(nn.Module):
+    """``images -> (stage maps...)``."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
+        return tuple(self.backbone(images))
+
+
+class ClassifierGraph(nn.Module):
+    """``images -> logits (B, num_classes)`` of an mmpretrain ``ImageClassifier``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images, mode='tensor')
+
+
+class SegmentorGraph(nn.Module):
+    """``images -> seg_logits (B, classes, H, W)`` at the input (padded batch) size, as
+    mmseg's ``decode_head.predict`` resizes them before ``postprocess_result``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        head = self.model.decode_head
+        logits = head.forward(self.model.extract_feat(images))
+        return F.interpolate(logits, size=images.shape[2:], mode='bilinear',
+                             align_corners=head.align_corners)
+
+
+def _decode_deltas(priors: Tensor, deltas: Tensor, coder, img_shapes: Tensor) -> Tensor:
+    """mmdet's ``delta2bbox`` for ``(B, K, 4)`` deltas, clipped per image to ``img_shapes``."""
+    means = deltas.new_tensor(coder.means)
+    stds = deltas.new_tensor(coder.stds)
+    denorm = deltas * stds + means
+    dxy, dwh = denorm[..., :2], denorm[..., 2:]
+    pxy = (priors[..., :2] + priors[..., 2:]) * 0.5
+    pwh = priors[..., 2:] - priors[..., :2]
+    dxy_wh = pwh * dxy
+    max_ratio = abs(math.log(16 / 1000))  # DeltaXYWHBBoxCoder.decode's wh_ratio_clip default
+    if coder.add_ctr_clamp:
+        dxy_wh = dxy_wh.clamp(min=-coder.ctr_clamp, max=coder.ctr_clamp)
+        dwh = dwh.clamp(max=max_ratio)
+    else:
+        dwh = dwh.clamp(min=-max_ratio, max=max_ratio)
+    gxy = pxy + dxy_wh
+    gwh = pwh * dwh.exp()
+    boxes = torch.cat([gxy - gwh * 0.5, gxy + gwh * 0.5], dim=-1)
+    if coder.clip_border:
+        h, w = img_shapes[:, 0, None], img_shapes[:, 1, None]  # (B, 1)
+        boxes = boxes.clamp(min=0)
+        boxes = torch.stack([torch.minimum(boxes[..., 0], w), torch.minimum(boxes[..., 1], h),
+                             torch.minimum(boxes[..., 2], w), torch.minimum(boxes[..., 3], h)], -1)
+    return boxes
+
+
+def check_retinanet(model: nn.Module) -> None:
+    """Raise :class:`DeployError` unless ``model`` is a detector :class:`RetinaNetGraph` can
+    export exactly."""
+    from mmdet.models.dense_heads import AnchorHead
+    from mmdet.models.detectors import SingleStageDetector
+    from mmdet.models.task_modules.coders import DeltaXYWHBBoxCoder
+    head = getattr(model, 'bbox_head', None)
+    problem = None
+    if not isinstance(model, SingleStageDetector):
+        problem = f'{type(model).__name__} is not a single-stage detector'
+    elif not isinstance(head, AnchorHead) or type(head).predict_by_feat is not AnchorHead.predict_by_feat:
+        problem = f'its head {type(head).__name__} has its own post-processing'
+    elif not head.use_sigmoid_cls:
+        problem = f'its head {type(head).__name__} scores with a softmax'
+    elif type(head.bbox_coder) is not DeltaXYWHBBoxCoder:
+        problem = f'its box coder is {type(head.bbox_coder).__name__}'
+    elif head.test_cfg is None or head.test_cfg.get('nms', {}).get('type', 'nms') != 'nms':
+        problem = 'its test_cfg has no plain NMS'
+    if problem:
+        raise DeployError(f'Cannot export this detector end to end: {problem}. Supported: '
+                          + '; '.join(SUPPORTED) + ". Export its backbone with part='backbone'.")
+
+
+class RetinaNetGraph(nn.Module):
+    """``(images, img_shapes) -> (dets (B, max_per_img, 5), labels (B, max_per_img))``.
+
+    ``img_shapes`` is ``(B, 2)`` float ``(h, w)``: each image's size inside the padded batch
+    (mmdet's ``img_shape``), where its boxes are clipped. ``dets`` rows are ``x1, y1, x2,
+    y2, score`` in the input tensor's coordinates, best first per image; rows past an
+    image's detections are zeros with label ``-1``. The runner rescales to the original
+    image, as mmdet's ``rescale=True`` does.
+
+    Args:
+        model: A RetinaNet-style detector (see :func:`check_retinanet`).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        check_retinanet(model)
+        self.model = model
+        cfg = model.bbox_head.test_cfg
+        self.score_thr = float(cfg.get('score_thr', 0.0))
+        self.nms_pre = int(cfg.get('nms_pre', -1))
+        self.min_bbox_size = float(cfg.get('min_bbox_size', -1))
+        self.iou_threshold = float(cfg.nms.iou_threshold)
+        self.max_per_img = int(cfg.max_per_img)
+
+    def _level_candidates(self, cls_score: Tensor, bbox_pred: Tensor, priors: Tensor,
+                          img_shapes: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """mmdet's ``filter_scores_and_topk`` + decoding for one level, batched: scores
+        above the threshold, the best ``nms_pre`` (anchor, class) pairs. A fixed number of
+        candidates per image; the ones that do not qualify get score -1."""
+        head = self.model.bbox_head
+        b, classes = cls_score.shape[0], head.cls_out_channels
+        scores = cls_score.permute(0, 2, 3, 1).reshape(b, -1).sigmoid()  # (B, HWA*C)
+        deltas = bbox_pred.permute(0, 2, 3, 1).reshape(b, -1, 4)
+        scores = torch.where(scores > self.score_thr, scores, -1.0)
+        if self.nms_pre > 0:
+            # Pad to at least nms_pre pairs, so that top-k has a fixed k at any input size.
+            count = scores.shape[1]
+            scores = torch.cat([scores, scores.new_full((b, self.nms_pre), -1.0)], 1)
+            scores, index = scores.topk(self.nms_pre, dim=1)
+            index = index.clamp(max=count - 1)  # padding: any pair, its score is -1
+        else:
+            index = torch.arange(scores.shape[1], device=scores.device).expand(b, -1)
+        anchor, label = index // classes, index % classes
+        deltas = deltas.gather(1, anchor.unsqueeze(-1).expand(-1, -1, 4))
+        boxes = _decode_deltas(priors[anchor], deltas, head.bbox_coder, img_shapes)
+        if self.min_bbox_size >= 0:
+            wide = (boxes[..., 2] - boxes[..., 0] > self.min_bbox_size) & (
+                boxes[..., 3] - boxes[..., 1] > self.min_bbox_size)
+            scores = torch.where(wide, scores, -1.0)
+        return boxes, scores, label
+
+    def forward(self, images: Tensor, img_shapes: Tensor) -> Tuple[Tensor, Tensor]:
+        head = self.model.bbox_head
+        cls_scores, bbox_preds = head(self.model.extract_feat(images))
+        priors = head.prior_generator.grid_priors(
+            [c.shape[-2:] for c in cls_scores], dtype=images.dtype, device=images.device)
+        levels = [self._level_candidates(c, r, p, img_shapes)
+                  for c, r, p in zip(cls_scores, bbox_preds, priors)]
+        boxes = torch.cat([lv[0] for lv in levels], 1)   # (B, N, 4)
+        scores = torch.cat([lv[1] for lv in levels], 1)  # (B, N)
+        labels = torch.cat([lv[2] for lv in levels], 1)  # (B, N)
+        return multiclass_nms(boxes, scores, labels, head.cls_out_channels, self.iou_threshold,
+                              self.score_thr, self.max_per_img)
+
+
+def multiclass_nms(boxes: Tensor, scores: Tensor, labels: Tensor, num_classes: int,
+                   iou_threshold: float, score_thr: float, max_per_img: int) -> Tuple[Tensor, Tensor]:
+    """Class-wise NMS of each image's candidates (mmcv's ``batched_nms``), then the best
+    ``max_per_img`` per image, packed into fixed-size outputs.
+
+    Args:
+        boxes: ``(B, N, 4)`` candidate boxes.
+        scores: ``(B, N)`` their scores; -1 marks a candidate that does not qualify.
+        labels: ``(B, N)`` their classes.
+        num_classes: Number of classes.
+        iou_threshold: NMS IoU threshold.
+        score_thr: Score threshold (already applied; here it only drops the -1s).
+        max_per_img: Detections kept per image.
+
+    Returns:
+        ``dets (B, max_per_img, 5)`` (best first; zeros past the last detection) and
+        ``labels (B, max_per_img)`` (-1 past the last detection).
+    """
+    b, m = boxes.shape[0], max_per_img
+    class_ids = torch.arange(num_classes, device=boxes.device).view(1, -1, 1)
+    per_class = torch.where(labels.unsqueeze(1) == class_ids, scores.unsqueeze(1), -1.0)
+    keep = onnx_nms(boxes, per_class, m, iou_threshold, max(score_thr, -0.5))
+    bi, ci, ni = keep[:, 0], keep[:, 1], keep[:, 2]
+    kept_scores = scores[bi, ni]
+    # Per image, best first: one sort by (image, -score), in float64 so that the image
+    # index does not round the scores away (scores lie in [0, 1]).
+    order = torch.sort(bi.double() * 2.0 - kept_scores.double())[1]
+    bi, ci, ni, kept_scores = bi[order], ci[order], ni[order], kept_scores[order]
+    # Rank of each detection within its image; the first max_per_img go to the output,
+    # the rest to a spare row that is cut off.
+    per_image = (bi.unsqueeze(1) == torch.arange(b, device=bi.device)).sum(0)
+    starts = per_image.cumsum(0) - per_image
+    rank = torch.ones_like(bi).cumsum(0) - 1 - starts[bi]
+    slot = torch.where(rank < m, bi * m + rank, b * m)
+    rows = torch.cat([boxes[bi, ni], kept_scores.unsqueeze(1)], 1)
+    dets = boxes.new_zeros((b * m + 1, 5)).index_put((slot, ), rows)
+    out_labels = torch.full((b * m + 1, ), -1, dtype=torch.int64,
+                            device=boxes.device).index_put((slot, ), ci)
+    return dets[:b * m].reshape(b, m, 5), out_labels[:b * m].reshape(b, m)

@@ -1,0 +1,214 @@
+#!/usr/bin/env python
+"""ONNX Runtime vs PyTorch eager on the CPU, side by side in one run.
+
+    python tools/deployment/benchmark_onnx.py CONFIG --shape H W [--part backbone|model]
+        [--arch ARCH] [--repeat 10] [--warmup 2] [--threads N] [--profile] [--json F]
+
+Exports the config's model (random weights: speed does not depend on them; ``--arch``
+swaps the backbone's arch, e.g. ``small`` or ``b2``), checks the file against PyTorch at
+``--shape``, then times both engines interleaved (order alternating every repeat), with
+the same number of threads, and reports medians and the time ratio ORT / PyTorch.
+PyTorch runs pvt_mm's own inference path (``inference_mode``; FFN chunking as configured);
+for ``--part model`` a detector runs ``model.predict`` (pre-processed batch in, results
+out) on both sides. Peak memory is the growth of the peak resident set over a warmed-up
+baseline in a fresh process per engine (glibc mapping every block over 64 KiB, so freed
+memory leaves the resident set). ``--profile`` writes ONNX Runtime's profile and prints
+the operators that take the time.
+"""
+import argparse
+import collections
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+import torch
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='ONNX Runtime vs PyTorch on the CPU')
+    parser.add_argument('config')
+    parser.add_argument('--shape', type=int, nargs=2, default=(512, 512), metavar=('H', 'W'))
+    parser.add_argument('--part', choices=('backbone', 'model'), default='backbone')
+    parser.add_argument('--arch', help="backbone arch instead of the config's (e.g. small, b2)")
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--repeat', type=int, default=10)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads())
+    parser.add_argument('--onnx', help='use this exported file instead of exporting')
+    parser.add_argument('--profile', action='store_true', help="ONNX Runtime's profiler")
+    parser.add_argument('--no-memory', action='store_true', help='skip the memory children')
+    parser.add_argument('--json', help='write every timing to this file')
+    parser.add_argument('--child', help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def build(args):
+    from pvt_mm.deploy import load_model
+    options = {'model.backbone.arch': args.arch} if args.arch else None
+    model, cfg = load_model(args.config, cfg_options=options)
+    return model, cfg
+
+
+def make_steps(args, model, onnx_path):
+    """Two zero-argument callables: PyTorch and ONNX Runtime on the same random batch."""
+    from pvt_mm.deploy import ORTDetector, ORTRunner
+    torch.manual_seed(0)
+    images = torch.randn(args.batch, 3, *args.shape)
+    if args.part == 'backbone':
+        backbone = model.backbone
+        runner = ORTRunner(onnx_path, num_threads=args.threads)
+
+        def torch_step():
+            with torch.inference_mode():
+                backbone(images)
+        return torch_step, lambda: runner.run(images)
+    from mmdet.structures import DetDataSample
+    meta = dict(img_shape=tuple(args.shape), batch_input_shape=tuple(args.shape),
+                scale_factor=(1.0, 1.0), ori_shape=tuple(args.shape))
+    runner = ORTDetector(onnx_path, num_threads=args.threads)
+
+    def torch_step():
+        with torch.inference_mode():
+            model.predict(images, [DetDataSample(metainfo=meta) for _ in range(args.batch)])
+
+    def ort_step():
+        runner.predict(images, [DetDataSample(metainfo=meta) for _ in range(args.batch)])
+    return torch_step, ort_step
+
+
+def _rss_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith(field + ':'))
+
+
+def memory_child(args) -> dict:
+    torch.set_num_threads(args.threads)
+    model, _ = build(args)
+    torch_step, ort_step = make_steps(args, model, args.onnx)
+    step = torch_step if args.child == 'torch' else ort_step
+    step()  # warm-up: one-time allocations leave the baseline
+    base = _rss_kib('VmRSS')
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset the high-water mark
+    step()
+    return dict(peak_mib=(_rss_kib('VmHWM') - base) / 1024)
+
+
+def measure_memory(argv, engine: str, onnx_path: str):
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', MALLOC_TRIM_THRESHOLD_='0')
+    cmd = [sys.executable, os.path.abspath(__file__)] + argv + [
+        '--onnx', onnx_path, '--child', engine]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{')]
+    if proc.returncode or not lines:
+        print(f'memory child {engine} failed:\n{proc.stderr[-2000:]}', file=sys.stderr)
+        return None
+    return json.loads(lines[-1])['peak_mib']
+
+
+def summarise_profile(path: str, top: int = 12) -> list:
+    """Total time per ONNX Runtime operator type in a profile, largest first."""
+    with open(path) as f:
+        events = json.load(f)
+    per_op = collections.Counter()
+    for ev in events:
+        if ev.get('cat') == 'Node' and ev.get('name', '').endswith('_kernel_time'):
+            per_op[ev.get('args', {}).get('op_name', '?')] += ev.get('dur', 0)
+    total = sum(per_op.values()) or 1
+    return [(op, us / 1000, us / total) for op, us in per_op.most_common(top)]
+
+
+def versions() -> dict:
+    import onnx
+    import onnxruntime
+    info = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='minutes'),
+                python=platform.python_version(), torch=torch.__version__, onnx=onnx.__version__,
+                onnxruntime=onnxruntime.__version__, cpu_count=os.cpu_count())
+    try:
+        with open('/proc/cpuinfo') as f:
+            info['cpu'] = next(ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name'))
+    except (OSError, StopIteration):
+        info['cpu'] = platform.processor()
+    return info
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(memory_child(args)))
+        return
+    torch.set_num_threads(args.threads)
+    from pvt_mm.deploy import build_graph, export_onnx, verify_onnx
+    model, _ = build(args)
+    tmpdir = tempfile.TemporaryDirectory()
+    onnx_path = args.onnx
+    if onnx_path is None:
+        onnx_path = os.path.join(tmpdir.name, 'model.onnx')
+        start = time.perf_counter()
+        export_onnx(model, onnx_path, part=args.part, shape=(256, 320))
+        print(f'exported in {time.perf_counter() - start:.0f} s')
+    check = verify_onnx(build_graph(model, args.part), onnx_path, shapes=[tuple(args.shape)],
+                        batch=args.batch)
+    print('equal:', check[0])
+    torch_step, ort_step = make_steps(args, model, onnx_path)
+    for _ in range(args.warmup):
+        torch_step()
+        ort_step()
+    times = {'pytorch': [], 'onnxruntime': []}
+    for r in range(args.repeat):
+        pairs = [('pytorch', torch_step), ('onnxruntime', ort_step)]
+        for name, step in (pairs if r % 2 == 0 else pairs[::-1]):
+            start = time.perf_counter()
+            step()
+            times[name].append((time.perf_counter() - start) * 1000)
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    memory = {}
+    if not args.no_memory:
+        memory = {name: measure_memory(argv, engine, onnx_path)
+                  for name, engine in (('pytorch', 'torch'), ('onnxruntime', 'ort'))}
+    info = versions()
+    what = f'{os.path.basename(args.config)}{" arch=" + args.arch if args.arch else ""} ' \
+           f'part={args.part} {args.shape[0]}x{args.shape[1]} batch {args.batch}'
+    print(f'{what}, {args.threads} threads, median of {args.repeat} (interleaved), '
+          f'{info["cpu"]}, torch {info["torch"]}, onnxruntime {info["onnxruntime"]}, {info["date"]}')
+    print('| engine | median ms | min ms | peak MiB |')
+    print('|---|---|---|---|')
+    for name in ('pytorch', 'onnxruntime'):
+        mem = memory.get(name)
+        print(f'| {name} | {medians[name]:.1f} | {min(times[name]):.1f} | '
+              f'{"-" if mem is None else f"{mem:.0f}"} |')
+    print(f'time ONNX Runtime / PyTorch: {medians["onnxruntime"] / medians["pytorch"]:.2f}x')
+    profile = None
+    if args.profile:
+        from pvt_mm.deploy import ORTRunner
+        runner = ORTRunner(onnx_path, num_threads=args.threads, profile=True)
+        images = torch.randn(args.batch, 3, *args.shape)
+        extra = ()
+        if args.part == 'model':
+            import numpy as np
+            extra = (np.array([list(args.shape)] * args.batch, dtype=np.float32), )
+        for _ in range(3):
+            runner.run(images, *extra)
+        path = runner.end_profiling()
+        profile = summarise_profile(path)
+        print(f'ONNX Runtime profile ({path}), 3 runs, time per operator type:')
+        for op, ms, share in profile:
+            print(f'  {op:28s} {ms:9.1f} ms  {share:6.1%}')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(what=what, threads=args.threads, times_ms=times, medians_ms=medians,
+                           peak_mib=memory, profile=profile, **info), f, indent=2)
+
+
+if __name__ == '__main__':
+    main()

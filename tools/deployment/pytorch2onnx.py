@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Export a config's model (or its backbone) to ONNX: one file for any batch and size.
+
+    python tools/deployment/pytorch2onnx.py CONFIG [--checkpoint CKPT] --out FILE.onnx
+        [--shape H W] [--part model|backbone] [--verify] [--opset 23]
+
+``--verify`` runs the file in ONNX Runtime and the model in PyTorch on random images at
+``--shape`` and at a second size that is not a multiple of 32; it exits non-zero when they
+disagree beyond the tolerances (maps / logits 1e-4 relative, boxes 0.01 px, scores 1e-4,
+segmentation labels 99.99 % of pixels).
+"""
+import argparse
+import sys
+import warnings
+
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+from pvt_mm.deploy import (DEFAULT_OPSET, PARTS, DeployError, build_graph, export_onnx,
+                           load_model, verify_onnx)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Export a pvt_mm model to ONNX')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--checkpoint', help='weights (default: the config\'s initialisation)')
+    parser.add_argument('--out', required=True, help='the .onnx file to write')
+    parser.add_argument('--shape', type=int, nargs=2, default=(256, 320), metavar=('H', 'W'),
+                        help='example input size for tracing and --verify (any size works '
+                        'with the exported file)')
+    parser.add_argument('--part', choices=PARTS, default='model',
+                        help='model: end to end; backbone: the four stage maps')
+    parser.add_argument('--opset', type=int, default=DEFAULT_OPSET)
+    parser.add_argument('--verify', action='store_true',
+                        help='compare ONNX Runtime with PyTorch; exit 1 beyond the tolerances')
+    parser.add_argument('--verbose', action='store_true', help="print the exporter's steps")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    try:
+        model, _ = load_model(args.config, args.checkpoint)
+        out = export_onnx(model, args.out, part=args.part, shape=tuple(args.shape),
+                          opset=args.opset, verbose=args.verbose)
+        print(f'wrote {out} (part={args.part}, opset {args.opset}, dynamic batch/height/width)')
+        if args.verify:
+            h, w = args.shape
+            for line in verify_onnx(build_graph(model, args.part), out,
+                                    shapes=[(h, w), (h + 33, w + 17)]):
+                print(f'verify ok: {line}')
+    except (DeployError, FileNotFoundError) as exc:
+        sys.exit(f'error: {exc}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,67 @@
+#!/usr/bin/env python
+"""Evaluate an exported ONNX file with ONNX Runtime on the config's test set, printing the
+config's metric as tools/test.py does (COCO bbox AP, mIoU or top-1).
+
+    python tools/deployment/test_onnx.py CONFIG FILE.onnx [--work-dir DIR] [--threads N]
+        [--out preds.pkl] [--cfg-options k=v ...]
+"""
+import argparse
+import json
+import numbers
+import os
+import os.path as osp
+import sys
+import warnings
+
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+from mmengine.config import DictAction
+from mmengine.evaluator import DumpResults
+from mmengine.runner import Runner
+
+from pvt_mm.deploy import DeployError
+from pvt_mm.deploy.evaluate import ORTModel
+from pvt_mm.runtime import check_datasets, load_config
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Evaluate an ONNX file with ONNX Runtime')
+    parser.add_argument('config', help='the config the file was exported from')
+    parser.add_argument('onnx', help='the .onnx file (exported with --part model)')
+    parser.add_argument('--work-dir', help='where logs and test_metrics.json go')
+    parser.add_argument('--out', help='dump the predictions to this .pkl file (as tools/test.py)')
+    parser.add_argument('--threads', type=int, help='ONNX Runtime threads (default: torch\'s)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. test_dataloader.batch_size=2')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if not osp.isfile(args.onnx):
+        sys.exit(f'error: ONNX file {args.onnx!r} does not exist')
+    try:
+        cfg = load_config(args.config, args.cfg_options, args.work_dir, 'none')
+        check_datasets(cfg, splits=('test', ))
+    except FileNotFoundError as exc:
+        sys.exit(f'error: {exc}')
+    cfg.load_from = None
+    runner = Runner.from_cfg(cfg)
+    try:
+        runner.model = ORTModel(args.onnx, runner.model, num_threads=args.threads)
+    except DeployError as exc:
+        sys.exit(f'error: {exc}')
+    if args.out:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            sys.exit('error: --out must end with .pkl or .pickle')
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+    metrics = runner.test()
+    out = osp.join(cfg.work_dir, 'test_metrics.json')
+    with open(out + '.tmp', 'w') as f:
+        json.dump({k: float(v) if isinstance(v, numbers.Real) else str(v)
+                   for k, v in metrics.items()}, f, indent=2)
+    os.replace(out + '.tmp', out)
+
+
+if __name__ == '__main__':
+    main()
