@@ -29,7 +29,8 @@ def _save_weights(model, path) -> None:
 
 @pytest.fixture(scope='module', params=sorted(BACKBONE_CONFIGS))
 def backbone_export(request, tmp_path_factory):
-    """(arch, PyTorch backbone, one dynamic .onnx of it), exported by the CLI tool."""
+    """(arch, PyTorch backbone, one dynamic .onnx of it), exported by the CLI tool at
+    224x224."""
     arch = request.param
     torch.manual_seed(0)
     _, model = build_from_config(BACKBONE_CONFIGS[arch], with_weights=False)
@@ -38,16 +39,18 @@ def backbone_export(request, tmp_path_factory):
     _save_weights(model, tmp / 'weights.pth')
     out = tmp / 'backbone.onnx'
     run_tool(['tools/deployment/pytorch2onnx.py', BACKBONE_CONFIGS[arch], '--checkpoint',
-              tmp / 'weights.pth', '--part', 'backbone', '--out', out, '--shape', '96', '128'])
+              tmp / 'weights.pth', '--part', 'backbone', '--out', out, '--shape', '224', '224'])
     return arch, model.backbone.eval(), out
 
 
 def test_backbone_one_file_any_size(backbone_export):
-    """Every stage map within 1e-4 relative at 224x224 and 481x623 (not a multiple of 32,
-    batch 1 and 2) from the one file exported at 96x128, batch 2."""
+    """Every stage map within 1e-4 relative at 96x128 (batch 1) and 481x623 (not a
+    multiple of 32, batch 2) from the one file exported at 224x224, batch 2: the size PVT
+    stores its position embeddings for, where a trace guard on the grid would pin H and W
+    (the export then refuses to write the file)."""
     _, backbone, path = backbone_export
     runner = ORTRunner(path)
-    for batch, shape in ((1, (224, 224)), (2, (481, 623))):
+    for batch, shape in ((1, (96, 128)), (2, (481, 623))):
         images = torch.randn(batch, 3, *shape)
         with torch.no_grad():
             ref = backbone(images)
