@@ -136,14 +136,15 @@ def test_failed_export_leaves_the_old_file(tmp_path):
 
 @pytest.fixture(scope='module')
 def main_job_onnx(main_job, tmp_path_factory):
-    """The main job's trained RetinaNet + PVT v2-b0, exported end to end (and --verify'd)."""
+    """The main job's trained RetinaNet + PVT v2-b0, exported end to end (its equality with
+    PyTorch is checked on the held-out images below, so no --verify here: it saves ~40 s)."""
     work, result = main_job
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     ckpt = sorted(work.glob('epoch_*.pth'))[-1]
     out = tmp_path_factory.mktemp('onnx_main_job') / 'retinanet.onnx'
     export = run_tool(['tools/deployment/pytorch2onnx.py', MAIN_JOB_CONFIG, '--checkpoint', ckpt,
-                       '--out', out, '--shape', '192', '256', '--verify'])
-    assert export.stdout.count('verify ok') == 2, export.output
+                       '--out', out, '--shape', '192', '256'])
+    assert out.is_file(), export.output
     return work, out
 
 
