@@ -90,33 +90,26 @@ def _download(url: str, cached: str) -> None:
     it were complete, so it is not used.)
     """
     import shutil
-    import tempfile
     import urllib.request
-    directory = os.path.dirname(cached)
-    os.makedirs(directory, exist_ok=True)
+
+    from .fileio import replaced_atomically
     print(f'Downloading {url} to {cached}', flush=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(cached)}.', suffix='.partial',
-                               dir=directory)
     try:
-        with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(url, timeout=60) as response:
+        with replaced_atomically(cached, suffix='.partial') as tmp, open(tmp, 'wb') as out, \
+                urllib.request.urlopen(url, timeout=60) as response:
             expected = response.headers.get('Content-Length')
             shutil.copyfileobj(response, out, length=1 << 20)
             out.flush()
             os.fsync(out.fileno())
             received = out.tell()
-        if expected is not None and received != int(expected):
-            raise OSError(f'the connection closed after {received} of {expected} bytes')
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, cached)
+            if expected is not None and received != int(expected):
+                raise OSError(f'the connection closed after {received} of {expected} bytes')
     except Exception as exc:  # urllib raises URLError/HTTPError/OSError/... for a failed download
         raise CheckpointError(
             f'Cannot download checkpoint {url!r} into the torch hub cache {cached!r} '
             f'({type(exc).__name__}: {exc}). Check the URL and the network, or download the '
             f'file yourself, put it at {cached!r} (or anywhere) and point the config at the '
             'local path.') from exc
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def local_checkpoint_path(path: str) -> str:

@@ -19,7 +19,6 @@ import os
 import os.path as osp
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
@@ -30,36 +29,20 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 
 from .checkpoint import CheckpointError, read_checkpoint
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+from .fileio import replaced_atomically
 
 
 def _atomic_write(data: Union[bytes, str], filepath: Union[str, Path], mode: str,
                   encoding: Optional[str] = None) -> None:
     """Write ``data`` to a temporary file beside ``filepath``, fsync it, then rename it over
     ``filepath``: readers (and a resume after a kill) see the old file or the new one."""
-    filepath = os.fspath(filepath)
-    directory = osp.dirname(osp.abspath(filepath))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(filepath)}.', suffix='.tmp', dir=directory)
-    try:
-        # mkstemp creates mode 0600; give the file the mode a plain open() would.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, mode, encoding=encoding) as f:
+    with replaced_atomically(filepath) as tmp:
+        with open(tmp, mode, encoding=encoding) as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, filepath)  # atomic on POSIX: readers see the old or the new file
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
     try:  # make the rename itself durable
-        dir_fd = os.open(directory, os.O_RDONLY)
+        dir_fd = os.open(osp.dirname(osp.abspath(os.fspath(filepath))), os.O_RDONLY)
     except OSError:
         return
     try:

@@ -10,14 +10,13 @@ half file.
 import contextlib
 import copy
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
+from ..fileio import replaced_atomically
 from .graphs import (SUPPORTED, BackboneGraph, ClassifierGraph, DeployError, RetinaNetGraph,
                      SegmentorGraph)
 from .nms import TRANSLATIONS
@@ -141,9 +140,7 @@ def export_onnx(model: nn.Module, out: Union[str, Path], part: str = 'model',
     # Everything from here writes to a temporary file in the same folder, renamed over
     # `out` only when the export is complete and checked: a failure or an interrupt at
     # any point leaves `out` as it was.
-    fd, tmp = tempfile.mkstemp(prefix=f'.{out.name}.', suffix='.partial', dir=out.parent)
-    os.close(fd)
-    try:
+    with replaced_atomically(out, suffix='.partial') as tmp:
         graph = build_graph(model, part)
         side = min_input_side(model)
         if min(shape) < side:
@@ -159,10 +156,6 @@ def export_onnx(model: nn.Module, out: Union[str, Path], part: str = 'model',
                 custom_translation_table=TRANSLATIONS, verbose=verbose)
             program.save(tmp, external_data=False)
         check_dynamic(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return out
 
 
