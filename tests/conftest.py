@@ -5,6 +5,8 @@
 - :func:`run_tool` runs a ``tools/`` script as a user would (from the repository root, in a
   fresh interpreter); :func:`cpu_only` pins such a run to the CPU on any host;
   :func:`load_tool` imports one as a module to call its functions.
+- The trained models several modules use (the main job's detector, the tiny classifier
+  and Semantic FPN) are trained once per session by session fixtures.
 - :func:`build_from_config` builds a config's model through its registry;
   :func:`predict_random_image` runs a built model's whole test step on one random image.
 
@@ -12,6 +14,7 @@
 nothing here edits ``sys.path``.
 """
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -177,6 +180,76 @@ def ade_root(tmp_path_factory) -> Path:
 def imagenet_root(tmp_path_factory) -> Path:
     """The ImageNet-layout set: 4 classes of 4 training and 2 validation images each."""
     return _generate(tmp_path_factory, 'make_imagenet_tiny.py', 'imagenet_tiny')
+
+
+#: The small configs the suite trains (tiny images and models).
+CLS_TINY_CONFIG = 'configs/classification/pvt_tiny_in1k_tiny.py'
+SEG_TINY_CONFIG = 'configs/semfpn/pvt_tiny_fpn_ade20k_tiny.py'
+
+
+def imagenet_options(root: Path) -> List[str]:
+    """``--cfg-options`` for the tiny classifier on the generated ImageNet-layout set: one
+    epoch, batches of 4, seed 0, no worker processes."""
+    return [f'{loader}.dataset.data_root={root}/'
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
+        'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1',
+        'train_dataloader.batch_size=4', 'val_dataloader.batch_size=4',
+        'test_dataloader.batch_size=4', 'default_hooks.logger.interval=1', 'randomness.seed=0',
+        *no_worker_options()]
+
+
+def ade_options(root: Path) -> List[str]:
+    """``--cfg-options`` for the tiny Semantic FPN on the generated ADE20K-layout set: two
+    iterations of batch 2, seed 0, no worker processes."""
+    return [f'{loader}.dataset.data_root={root}/'
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
+        'train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
+        'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1', 'randomness.seed=0',
+        *no_worker_options()]
+
+
+@pytest.fixture(scope='session')
+def trained_classifier(imagenet_root, tmp_path_factory) -> Tuple[Path, str]:
+    """A classifier checkpoint (``epoch_1.pth``) from a real 2-process (gloo)
+    tools/dist_train.sh run, shared by the classification and deployment tests.
+
+    Returns:
+        ``(work dir, the run's output)``.
+    """
+    work = tmp_path_factory.mktemp('cls') / 'ddp'
+    out = run_tool(['tools/dist_train.sh', CLS_TINY_CONFIG, '2', '--work-dir', work,
+                    '--cfg-options', *imagenet_options(imagenet_root)],
+                   env=cpu_only(dict(PORT=str(30500 + os.getpid() % 1000)))).output
+    return work, out
+
+
+@dataclass
+class TrainedSegmentor:
+    """What :func:`trained_segmentor` ran: tools/train.py, then tools/test.py on its
+    checkpoint with ``--show-dir`` and ``--out``."""
+
+    work: Path
+    checkpoint: Path
+    train_output: str
+    test_output: str
+    metrics: Dict[str, float]  # tools/test.py's test_metrics.json
+    preds: Path  # tools/test.py --out
+
+
+@pytest.fixture(scope='session')
+def trained_segmentor(ade_root, tmp_path_factory) -> TrainedSegmentor:
+    """Semantic FPN (PVT-Tiny) trained 2 iterations by tools/train.py and evaluated by
+    tools/test.py, shared by the segmentation and deployment tests."""
+    work = tmp_path_factory.mktemp('seg') / 'semfpn'
+    options = ade_options(ade_root)
+    train = run_tool(['tools/train.py', SEG_TINY_CONFIG, '--work-dir', work, '--cfg-options',
+                      *options], timeout=900).output
+    checkpoint = work / 'iter_2.pth'
+    test = run_tool(['tools/test.py', SEG_TINY_CONFIG, checkpoint, '--work-dir', work / 'test',
+                     '--show-dir', work / 'show', '--out', work / 'preds.pkl',
+                     '--cfg-options', *options], timeout=600).output
+    metrics = json.loads((work / 'test' / 'test_metrics.json').read_text())
+    return TrainedSegmentor(work, checkpoint, train, test, metrics, work / 'preds.pkl')
 
 
 @dataclass

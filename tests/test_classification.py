@@ -5,7 +5,6 @@ mean-pooled model; the classifier trains with 2 CPU processes through tools/dist
 reports top-1 through tools/test.py, and its checkpoint loads back as a segmentation /
 detection backbone through init_cfg like the official weights."""
 import json
-import os
 import re
 from pathlib import Path
 from typing import Optional
@@ -14,8 +13,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from .conftest import (REPO, build_from_config, cpu_only, no_worker_options, predict_random_image,
-                       run_tool)
+from .conftest import (CLS_TINY_CONFIG, REPO, build_from_config, imagenet_options,
+                       predict_random_image, run_tool)
 from .official_pvt_v2 import OfficialPVTv2
 
 # Paper Table 2: (M params of the whole classifier, GFLOPs at 224x224).
@@ -38,7 +37,7 @@ V2_TABLE = {
 }
 CLS_CONFIGS = sorted(str(p.relative_to(REPO / 'configs'))
                      for p in (REPO / 'configs' / 'classification').glob('*.py'))
-TINY_CONFIG = 'configs/classification/pvt_tiny_in1k_tiny.py'
+TINY_CONFIG = CLS_TINY_CONFIG
 # Measured: the 2-step run scores 37.5 % top-1 (3 of the 8 validation images); an untrained
 # classifier 0 %. At least one image right: the run learned which 4 of 1000 classes occur.
 TOP1_FLOOR = 12.5
@@ -145,27 +144,8 @@ def test_generated_data_is_imagenet_layout(imagenet_root):
     assert all(p.suffix == '.JPEG' for p in (imagenet_root / 'val').iterdir())
 
 
-def _options(root: Path) -> list:
-    return [f'{loader}.dataset.data_root={root}/'
-            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
-        'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1',
-        'train_dataloader.batch_size=4', 'val_dataloader.batch_size=4',
-        'test_dataloader.batch_size=4', 'default_hooks.logger.interval=1', 'randomness.seed=0',
-        *no_worker_options()]
-
-
-@pytest.fixture(scope='module')
-def trained(imagenet_root, tmp_path_factory):
-    """A classifier checkpoint from a real 2-process (gloo) tools/dist_train.sh run."""
-    work = tmp_path_factory.mktemp('cls') / 'ddp'
-    out = run_tool(['tools/dist_train.sh', TINY_CONFIG, '2', '--work-dir', work,
-                    '--cfg-options', *_options(imagenet_root)],
-                   env=cpu_only(dict(PORT=str(30500 + os.getpid() % 1000)))).output
-    return work, out
-
-
-def test_dist_train_two_cpu_processes_reports_top1(trained):
-    work, out = trained
+def test_dist_train_two_cpu_processes_reports_top1(trained_classifier):
+    work, out = trained_classifier
     assert 'Distributed launcher: pytorch' in out and 'Distributed training: True' in out
     assert 'CUDA available: False' in out  # CPU processes (gloo) on any host
     # 16 images, 4 per process per step: 2 iterations make the epoch with 2 processes
@@ -203,13 +183,13 @@ def _top1(imagenet_root: Path, checkpoint: Optional[Path]) -> float:
     return 100.0 * right / total
 
 
-def test_test_tool_reports_top1(trained, imagenet_root):
+def test_test_tool_reports_top1(trained_classifier, imagenet_root):
     """Also ``--compile``: mmengine 0.10.7 compiles only in train(), tools/test.py compiles
     the test_step its test loop calls; dynamo's log shows it traced (backend 'eager' from
     the config: tracing without code generation, about 15 s here)."""
-    work, _ = trained
+    work, _ = trained_classifier
     out = run_tool(['tools/test.py', TINY_CONFIG, work / 'epoch_1.pth', '--work-dir',
-                    work / 'test', '--compile', '--cfg-options', *_options(imagenet_root),
+                    work / 'test', '--compile', '--cfg-options', *imagenet_options(imagenet_root),
                     'compile.backend=eager'], timeout=600, env=dict(TORCH_LOGS='dynamo')).output
     assert re.search(r'torchdynamo start tracing test_step \S*mmengine/model/base_model/', out), \
         out[-3000:]
@@ -223,14 +203,14 @@ def test_test_tool_reports_top1(trained, imagenet_root):
 
 @pytest.mark.parametrize('config', ['semfpn/pvt_tiny_fpn_80k_ade20k.py',
                                     'retinanet/pvt_tiny_fpn_1x_coco.py'])
-def test_trained_classifier_loads_as_dense_backbone(trained, config):
+def test_trained_classifier_loads_as_dense_backbone(trained_classifier, config):
     """The classifier checkpoint goes through the same init_cfg=Pretrained path as the
     official weights: backbone. prefix stripped, class slot and final norm dropped."""
     import pvt_mm  # noqa: F401
     from mmengine.registry import DefaultScope, init_default_scope
     from mmengine.logging import MMLogger
     from pvt_mm.runtime import allow_mmengine_checkpoints
-    work, _ = trained
+    work, _ = trained_classifier
     ckpt = work / 'epoch_1.pth'
     allow_mmengine_checkpoints()
     state = torch.load(ckpt, map_location='cpu', weights_only=True)['state_dict']

@@ -1,64 +1,82 @@
 """Deployment (issue 18): ONNX export with dynamic batch / H / W, ONNX Runtime equal to
 PyTorch, test_onnx.py scoring like tools/test.py, clear refusals. Small sizes here; the
 large ones in tools/deployment/benchmark_onnx.py."""
+import json
 import pickle
+import re
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
-from .conftest import REPO, build_from_config, run_tool
+from .conftest import (CLS_TINY_CONFIG, REPO, SEG_TINY_CONFIG, ade_options, build_from_config,
+                       imagenet_options, run_tool)
 
 # The deploy extra (onnx, onnxruntime, onnxscript) is installed by tools/setup_env.sh: a
 # missing one is a failure, not a skip.
 import onnx
 import onnxruntime  # noqa: F401
 
-from pvt_mm.deploy import DeployError, ORTDetector, ORTRunner
+from pvt_mm.deploy import DeployError, ORTClassifier, ORTDetector, ORTRunner, load_model
 from pvt_mm.deploy.verify import canonical_order
 
 MAIN_JOB_CONFIG = 'configs/retinanet/pvtv2_b0_fpn_shapes.py'
-# Backbone exports take 20-40 s each on 2 cores: PVT v1 here (the smallest, Tiny); PVT v2
-# (b0) is exported inside the main job's RetinaNet below and checked there at two sizes;
-# the large archs in tools/deployment/benchmark_onnx.py.
-BACKBONE_CONFIGS = {'tiny': 'configs/retinanet/pvt_tiny_fpn_shapes.py'}
+# Backbone exports take 25-70 s each on 2 cores, so the suite exports the code paths, not
+# every preset: PVT v1 (Tiny: position embeddings interpolated to any grid) and PVT v2's
+# linear SRA (b2_li's layers, one per stage: the adaptive pool to 7x7 from any grid). v2's
+# overlapping patch embeddings and depth-wise conv FFN are exported in the main job's
+# RetinaNet below. tools/deployment/check_archs.py exports and checks every preset.
+V2_LINEAR_CONFIG = """_base_ = '{repo}/configs/retinanet/pvtv2_b0_fpn_shapes.py'
+model = dict(backbone=dict(arch=dict(_delete_=True, depths=(1, 1, 1, 1), linear_sra=True)))
+"""
+BACKBONES = ('tiny', 'b2_li-depth1')
 
 
 def _save_weights(model, path) -> None:
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
 
 
-@pytest.fixture(scope='module', params=sorted(BACKBONE_CONFIGS))
+def _backbone_config(name: str, tmp) -> str:
+    if name == 'tiny':
+        return 'configs/retinanet/pvt_tiny_fpn_shapes.py'
+    path = tmp / 'pvtv2_linear_depth1.py'
+    path.write_text(V2_LINEAR_CONFIG.format(repo=REPO))
+    return str(path)
+
+
+@pytest.fixture(scope='module', params=BACKBONES)
 def backbone_export(request, tmp_path_factory):
-    """(arch, PyTorch backbone, one dynamic .onnx of it), exported by the CLI tool at
-    224x224."""
-    arch = request.param
+    """(config, PyTorch backbone, one dynamic .onnx of it), exported by the CLI tool at
+    224x224, batch 2."""
+    tmp = tmp_path_factory.mktemp(f'onnx_{request.param}')
+    config = _backbone_config(request.param, tmp)
     torch.manual_seed(0)
-    _, model = build_from_config(BACKBONE_CONFIGS[arch], with_weights=False)
+    _, model = build_from_config(config, with_weights=False)
     model.init_weights()
-    tmp = tmp_path_factory.mktemp(f'onnx_{arch}')
+    assert model.backbone.arch['linear_sra'] == (request.param != 'tiny')
     _save_weights(model, tmp / 'weights.pth')
     out = tmp / 'backbone.onnx'
-    run_tool(['tools/deployment/pytorch2onnx.py', BACKBONE_CONFIGS[arch], '--checkpoint',
-              tmp / 'weights.pth', '--part', 'backbone', '--out', out, '--shape', '224', '224'])
-    return arch, model.backbone.eval(), out
+    run_tool(['tools/deployment/pytorch2onnx.py', config, '--checkpoint', tmp / 'weights.pth',
+              '--part', 'backbone', '--out', out, '--shape', '224', '224'])
+    return config, model.backbone.eval(), out
 
 
 def test_backbone_one_file_any_size(backbone_export):
-    """Every stage map within 1e-4 relative at 96x128 (batch 1) and 481x623 (not a
-    multiple of 32, batch 2) from the one file exported at 224x224, batch 2: the size PVT
-    stores its position embeddings for, where a trace guard on the grid would pin H and W
-    (the export then refuses to write the file)."""
+    """Every stage map within 1e-4 relative at 224x224 (batch 2), 800x1333 and 481x623 (not
+    a multiple of 32), from the one file exported at 224x224: the size PVT v1 stores its
+    position embeddings for, where a trace guard on the grid would pin H and W (the export
+    then refuses to write the file), and where linear SRA's 7x7 pool is a plain 8x8
+    average pool that the exporter would freeze."""
     _, backbone, path = backbone_export
     runner = ORTRunner(path)
-    for batch, shape in ((1, (96, 128)), (2, (481, 623))):
+    for batch, shape in ((2, (224, 224)), (1, (800, 1333)), (1, (481, 623))):
         images = torch.randn(batch, 3, *shape)
         with torch.no_grad():
             ref = backbone(images)
         outs = runner.run(images)
         assert len(outs) == len(ref) == 4
-        for r, o in zip(ref, outs):
+        for r, o in zip(ref, outs, strict=True):
             assert o.shape == tuple(r.shape)
             err = np.abs(o - r.numpy()).max() / r.abs().max().item()
             assert err <= 1e-4, (shape, err)
@@ -103,9 +121,9 @@ def test_runner_refuses_bad_input(backbone_export):
 def test_verify_fails_loudly_on_a_mismatch(backbone_export):
     """--verify's check raises when the file and the model differ (here: other weights)."""
     from pvt_mm.deploy import build_graph, verify_onnx
-    arch, _, path = backbone_export
+    config, _, path = backbone_export
     torch.manual_seed(1)
-    _, other = build_from_config(BACKBONE_CONFIGS[arch], with_weights=False)
+    _, other = build_from_config(config, with_weights=False)
     other.init_weights()
     with pytest.raises(DeployError, match='disagree beyond the tolerance'):
         verify_onnx(build_graph(other, 'backbone'), path, shapes=[(64, 96)], batch=1)
@@ -136,6 +154,31 @@ def test_failed_export_leaves_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ['model.onnx']
 
 
+def test_size_frozen_inside_the_graph_is_refused(tmp_path):
+    """A module that computes an upsampling size in Python from the input's shape (mmseg's
+    ``Upsample``: ``int(h * 2.0)``) gets the example's size frozen into the graph, which
+    then runs at other sizes with wrong numbers: the export refuses and writes nothing."""
+    from mmseg.models.utils import Upsample
+
+    from pvt_mm.deploy import export_onnx
+
+    class Frozen(torch.nn.Module):
+        out_indices = (0, )
+
+        def __init__(self):
+            super().__init__()
+            self.up = Upsample(scale_factor=2, mode='bilinear', align_corners=False)
+
+        def forward(self, x):
+            return [self.up(x)]
+
+    model = torch.nn.Module()
+    model.backbone = Frozen()
+    with pytest.raises(DeployError, match=r'froze the output size of 1 Resize.*64x80'):
+        export_onnx(model, tmp_path / 'frozen.onnx', part='backbone', shape=(32, 40))
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.fixture(scope='module')
 def main_job_onnx(main_job, tmp_path_factory):
     """The main job's trained RetinaNet + PVT v2-b0, exported end to end (its equality with
@@ -159,7 +202,6 @@ def test_retinanet_onnx_equals_pytorch_on_held_out_images(main_job_onnx, tmp_pat
     """test_onnx.py over the 64 held-out images: the same detections as tools/test.py's
     PyTorch run (count and labels, boxes within 0.01 px, scores within 1e-4) and the same
     COCO AP (within 0.002)."""
-    import json
     work, path = main_job_onnx
     run_tool(['tools/deployment/test_onnx.py', MAIN_JOB_CONFIG, path, '--work-dir', tmp_path,
               '--out', tmp_path / 'preds.pkl'])
@@ -202,3 +244,65 @@ def test_detector_runner_api(main_job_onnx):
     with pytest.raises(DeployError, match='float32'):
         detector.predict(np.zeros((1, 3, 64, 64), np.uint8))
 
+
+
+# ------------------------------------------------------------- classifier and segmentor
+def test_classifier_onnx_equals_pytorch(trained_classifier, imagenet_root, tmp_path):
+    """The tiny classifier trained by tools/dist_train.sh, exported end to end: logits within
+    1e-4 relative through the runner API (two sizes, one file), and test_onnx.py gives
+    tools/test.py's top-1 with the same label and scores (1e-4) for every image."""
+    work, _ = trained_classifier
+    ckpt, path = work / 'epoch_1.pth', tmp_path / 'classifier.onnx'
+    run_tool(['tools/deployment/pytorch2onnx.py', CLS_TINY_CONFIG, '--checkpoint', ckpt,
+              '--out', path, '--shape', '64', '64'])
+    model, _ = load_model(str(REPO / CLS_TINY_CONFIG), str(ckpt))
+    classifier = ORTClassifier(path)
+    for shape in ((64, 64), (96, 80)):
+        images = torch.randn(2, 3, *shape)
+        with torch.no_grad():
+            ref = model(images, mode='tensor')
+        logits = classifier.predict(images)
+        assert logits.shape == ref.shape == (2, 1000)
+        assert float((logits - ref).abs().max() / ref.abs().max()) <= 1e-4
+
+    options = ['--cfg-options', *imagenet_options(imagenet_root)]
+    dumps = {}
+    for name, cmd in (('pytorch', ['tools/test.py', CLS_TINY_CONFIG, ckpt]),
+                      ('onnx', ['tools/deployment/test_onnx.py', CLS_TINY_CONFIG, path])):
+        out = run_tool(cmd + ['--work-dir', tmp_path / name, '--out', tmp_path / f'{name}.pkl',
+                              *options]).output
+        top1 = json.loads((tmp_path / name / 'test_metrics.json').read_text())['accuracy/top1']
+        assert re.search(rf'accuracy/top1: {top1:.4f}', out), out[-2000:]
+        dumps[name] = (top1, pickle.loads((tmp_path / f'{name}.pkl').read_bytes()))
+    (top1, ref), (ort_top1, ort) = dumps['pytorch'], dumps['onnx']
+    assert ort_top1 == top1 and len(ref) == len(ort) == 8
+    for a, b in zip(ref, ort, strict=True):
+        assert a['img_path'] == b['img_path'] and int(a['pred_label']) == int(b['pred_label'])
+        assert float((a['pred_score'] - b['pred_score']).abs().max()) <= 1e-4
+
+
+def test_semantic_fpn_onnx_equals_pytorch(trained_segmentor, ade_root, tmp_path):
+    """The Semantic FPN trained by tools/train.py, exported end to end: test_onnx.py labels
+    >= 99.99 % of the validation pixels as tools/test.py does and prints the same mIoU."""
+    run = trained_segmentor
+    path = tmp_path / 'semfpn.onnx'
+    run_tool(['tools/deployment/pytorch2onnx.py', SEG_TINY_CONFIG, '--checkpoint',
+              run.checkpoint, '--out', path, '--shape', '128', '160'])
+    out = run_tool(['tools/deployment/test_onnx.py', SEG_TINY_CONFIG, path, '--work-dir',
+                    tmp_path / 'test', '--out', tmp_path / 'onnx.pkl', '--cfg-options',
+                    *ade_options(ade_root)]).output
+    metrics = json.loads((tmp_path / 'test' / 'test_metrics.json').read_text())
+    assert re.search(rf"mIoU: {metrics['mIoU']:.4f}", out), out[-2000:]
+    assert metrics['mIoU'] == pytest.approx(run.metrics['mIoU'], abs=0.01)
+    assert metrics['aAcc'] == pytest.approx(run.metrics['aAcc'], abs=0.01)
+    ref = pickle.loads(run.preds.read_bytes())
+    ort = pickle.loads((tmp_path / 'onnx.pkl').read_bytes())
+    assert len(ref) == len(ort) == 2
+    same = total = 0
+    for a, b in zip(ref, ort, strict=True):
+        assert a['img_path'] == b['img_path']
+        a, b = a['pred_sem_seg']['data'], b['pred_sem_seg']['data']
+        assert a.shape == b.shape
+        same += int((a == b).sum())
+        total += a.numel()
+    assert same / total >= 0.9999, f'{same / total:.6%} of pixels agree'

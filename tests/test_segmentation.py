@@ -2,7 +2,6 @@
 counts and GFLOPs; v2: every arch of the official PVTv2-Seg release, b0 predicting on a random
 image), and the model trains and reports mIoU through tools/train.py and tools/test.py on the
 embedded ADE20K-layout data."""
-import json
 import pickle
 import re
 
@@ -11,7 +10,7 @@ import torch
 
 from pvt_mm.models.backbones.pvt import V2_ARCHS
 
-from .conftest import (REPO, build_from_config, load_tool, no_worker_options, predict_random_image,
+from .conftest import (REPO, SEG_TINY_CONFIG, build_from_config, load_tool, predict_random_image,
                        run_tool)
 
 # Paper Table 5: Semantic FPN on ADE20K, (M params, GFLOPs at 512x512).
@@ -25,7 +24,7 @@ TABLE5 = {
 V2_CONFIGS = [f'semfpn/pvtv2_{arch}_fpn_80k_ade20k.py' for arch in V2_ARCHS if arch != 'b2_li']
 SEG_CONFIGS = sorted(str(p.relative_to(REPO / 'configs'))
                      for p in (REPO / 'configs' / 'semfpn').glob('*.py'))
-TINY_CONFIG = 'configs/semfpn/pvt_tiny_fpn_ade20k_tiny.py'
+TINY_CONFIG = SEG_TINY_CONFIG
 
 
 def test_every_table_config_is_listed():
@@ -204,23 +203,13 @@ def _untrained_pixel_accuracy(ade_root) -> float:
     return 100.0 * right / total
 
 
-def test_semantic_fpn_trains_and_reports_miou(ade_root, tmp_path):
-    work = tmp_path / 'semfpn'
-    options = [f'{loader}.dataset.data_root={ade_root}/'
-               for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
-        'train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
-        'train_dataloader.batch_size=2', 'default_hooks.logger.interval=1', 'randomness.seed=0',
-        *no_worker_options()]
-    out = run_tool(['tools/train.py', TINY_CONFIG, '--work-dir', work, '--cfg-options', *options],
-                   timeout=900).output
+def test_semantic_fpn_trains_and_reports_miou(trained_segmentor, ade_root):
+    run = trained_segmentor
+    out = run.train_output
     assert re.search(r'Iter\(train\) \[2/2\].*decode\.loss_ce: [\d.]+', out), out[-3000:]
     assert re.search(r'Iter\(val\) \[2/2\].*mIoU: [\d.]+', out), out[-3000:]
-    ckpt = work / 'iter_2.pth'
-    assert ckpt.is_file()
-    out = run_tool(['tools/test.py', TINY_CONFIG, ckpt, '--work-dir', work / 'test',
-                    '--show-dir', work / 'show', '--out', work / 'preds.pkl',
-                    '--cfg-options', *options], timeout=600).output
-    metrics = json.loads((work / 'test' / 'test_metrics.json').read_text())
+    assert run.checkpoint.is_file()
+    out, metrics, work = run.test_output, run.metrics, run.work
     # Two steps teach the decoder which of the 150 classes cover most pixels: measured aAcc
     # 10.5 % (seed 0); an untrained segmentor's, counted here from its predictions, is lower.
     untrained = _untrained_pixel_accuracy(ade_root)
@@ -229,7 +218,7 @@ def test_semantic_fpn_trains_and_reports_miou(ade_root, tmp_path):
     # --show-dir draws every validation image (2 here).
     assert len(list((work / 'show').rglob('*.png'))) == 2
     # --out keeps each image's label map, not the 150-channel logits nor the ground truth.
-    with open(work / 'preds.pkl', 'rb') as f:
+    with open(run.preds, 'rb') as f:
         dump = pickle.load(f)
     assert len(dump) == 2
     for sample in dump:

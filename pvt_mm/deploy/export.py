@@ -18,7 +18,7 @@ from torch import nn
 
 from ..fileio import replaced_atomically
 from .graphs import (SUPPORTED, BackboneGraph, ClassifierGraph, DeployError, RetinaNetGraph,
-                     SegmentorGraph)
+                     SegmentorGraph, replace_mmseg_upsamples)
 from .nms import TRANSLATIONS
 
 #: ONNX opset: 23 has the fused ``Attention`` op that ONNX Runtime runs as one kernel.
@@ -68,7 +68,7 @@ def build_graph(model: nn.Module, part: str = 'model') -> nn.Module:
             raise DeployError(f"Cannot export {type(model).__name__} with test mode {mode!r} "
                               "end to end: only EncoderDecoder with mode='whole'. Supported: "
                               + '; '.join(SUPPORTED) + '.')
-        return SegmentorGraph(model).eval()
+        return SegmentorGraph(replace_mmseg_upsamples(model)).eval()
     return ClassifierGraph(model).eval()
 
 
@@ -105,7 +105,10 @@ def output_names(graph: nn.Module) -> Sequence[str]:
 
 
 def check_dynamic(path: Union[str, Path]) -> None:
-    """Raise :class:`DeployError` if the file's image input has a fixed batch, H or W."""
+    """Raise :class:`DeployError` if the file's image input has a fixed batch, H or W, or if
+    a ``Resize`` inside has a fixed output size: a module that computed a size in Python
+    from the input's shape (``int(h * 2.0)``) had it frozen at the example's, so the file
+    would run at other sizes with wrong numbers."""
     import onnx
     proto = onnx.load(str(path), load_external_data=False)
     dims = proto.graph.input[0].type.tensor_type.shape.dim
@@ -115,6 +118,18 @@ def check_dynamic(path: Union[str, Path]) -> None:
         raise DeployError(f'The export pinned {", ".join(fixed)} of the input to the example '
                           f'size ({[d.dim_value for d in dims]}): a trace guard in the model '
                           'depends on it. Export refused (one file must serve every size).')
+    shapes = {v.name: v.type.tensor_type.shape.dim
+              for v in list(proto.graph.value_info) + list(proto.graph.output)}
+    frozen = []
+    for node in proto.graph.node:
+        out = shapes.get(node.output[0]) if node.op_type == 'Resize' else None
+        if out is not None and len(out) == 4 and not (out[2].dim_param or out[3].dim_param):
+            frozen.append(f'{node.name} -> {out[2].dim_value}x{out[3].dim_value}')
+    if frozen:
+        raise DeployError(f'The export froze the output size of {len(frozen)} Resize node(s) '
+                          f'to the example\'s ({", ".join(frozen[:4])}): a module computes an '
+                          'upsampling size in Python from the input\'s shape. Export refused '
+                          '(the file would give wrong results at every other size).')
 
 
 def export_onnx(model: nn.Module, out: Union[str, Path], part: str = 'model',

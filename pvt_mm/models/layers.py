@@ -98,7 +98,6 @@ class SpatialReductionAttention(nn.Module):
         self.kv = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
         self.reduces = linear or sr_ratio > 1
         if linear:
-            self.pool = nn.AdaptiveAvgPool2d(self.LINEAR_POOL_SIZE)
             self.sr = nn.Conv2d(embed_dims, embed_dims, kernel_size=1, stride=1)
             self.act = nn.GELU()
         elif sr_ratio > 1:
@@ -124,7 +123,7 @@ class SpatialReductionAttention(nn.Module):
         # A (B, H, W, C) view permuted to NCHW is channels-last in memory: no copy needed.
         grid = spatial.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
         if self.linear:
-            reduced = self.act(self.norm(self.sr(self.pool(grid)).flatten(2).transpose(1, 2)))
+            reduced = self.act(self.norm(self.sr(ops.adaptive_avg_pool2d(grid, self.LINEAR_POOL_SIZE)).flatten(2).transpose(1, 2)))
         else:
             reduced = self.norm(self.sr(grid).flatten(2).transpose(1, 2))
         return torch.cat((prefix, reduced), dim=1) if num_prefix_tokens else reduced

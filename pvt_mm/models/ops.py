@@ -22,6 +22,11 @@ Strategies:
   largest tensors of the backbone; running the tokens in chunks bounds them at no cost in
   speed. On a GPU small chunks starve the matmuls, so chunking runs there only when a user
   asks for it with an explicit chunk size.
+* **Adaptive average pooling** (linear SRA). Eager runs torch's kernel. An exported graph
+  (ONNX) cannot use it: ONNX has no adaptive pool and the exporter bakes the example's
+  kernel size into a fixed ``AveragePool``, wrong at every other input size. While
+  exporting, the same averages are two matrix products with pooling matrices built from
+  the symbolic height and width, so one file serves any size.
 * **Finite-input check.** On CPU the check raises at once. On CUDA reading the result would
   stall the host every call, so the flag is copied to pinned memory asynchronously and
   read once the GPU has got there, a few calls later at most.
@@ -162,6 +167,27 @@ def grouped_attention(q: Tensor, k: Tensor, v: Tensor, groups: int,
 
 
 # --------------------------------------------------------------------------- FFN
+def _pooling_matrix(size, out: int, like: Tensor) -> Tensor:
+    """``(out, size)``: row ``i`` averages the cells ``[floor(i*size/out), ceil((i+1)*size/out))``,
+    the windows of :func:`torch.nn.functional.adaptive_avg_pool2d`."""
+    idx = torch.arange(out, device=like.device)
+    start = torch.div(idx * size, out, rounding_mode='floor')
+    end = torch.div((idx + 1) * size + out - 1, out, rounding_mode='floor')
+    cells = torch.arange(size, device=like.device)
+    inside = (cells[None] >= start[:, None]) & (cells[None] < end[:, None])
+    return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
+
+
+def adaptive_avg_pool2d(x: Tensor, size: int) -> Tensor:
+    """:func:`torch.nn.functional.adaptive_avg_pool2d` to ``size x size``; while exporting,
+    as products with pooling matrices of the symbolic grid (see the module docstring)."""
+    if not torch.compiler.is_exporting():
+        return F.adaptive_avg_pool2d(x, size)
+    rows = _pooling_matrix(x.shape[-2], size, x)
+    cols = _pooling_matrix(x.shape[-1], size, x)
+    return rows @ x @ cols.transpose(0, 1)
+
+
 def check_ffn_chunk_setting(setting: FFNChunkSetting) -> FFNChunkSetting:
     """Validate PVT's ``ffn_chunk_tokens``: ``'auto'``, ``None`` or a positive int."""
     if setting is None or setting == 'auto':

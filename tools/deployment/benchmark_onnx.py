@@ -3,9 +3,11 @@
 
     python tools/deployment/benchmark_onnx.py CONFIG --shape H W [--part backbone|model]
         [--arch ARCH] [--repeat 10] [--warmup 2] [--threads N] [--profile] [--json F]
+        [--save-onnx F | --onnx F]
 
-Exports the config's model (random weights: speed does not depend on them; ``--arch``
-swaps the backbone's arch, e.g. ``small`` or ``b2``), checks the file against PyTorch at
+Exports the config's model (random weights from ``--seed``: speed does not depend on
+them; ``--arch`` swaps the backbone's arch, e.g. ``small`` or ``b2``; ``--save-onnx`` keeps
+the file, which a second run at another ``--shape`` reuses with ``--onnx``), checks the file against PyTorch at
 ``--shape``, then times both engines interleaved (order alternating every repeat), with
 the same number of threads, and reports medians and the time ratio ORT / PyTorch.
 PyTorch runs pvt_mm's own inference path (``inference_mode``; FFN chunking as configured);
@@ -43,7 +45,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--repeat', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
-    parser.add_argument('--onnx', help='use this exported file instead of exporting')
+    parser.add_argument('--onnx', help='use this file (exported by --save-onnx with the same '
+                        'config, --arch, --part and --seed) instead of exporting')
+    parser.add_argument('--save-onnx', help='write the export to this file')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the random weights')
     parser.add_argument('--profile', action='store_true', help="ONNX Runtime's profiler")
     parser.add_argument('--no-memory', action='store_true', help='skip the memory children')
     parser.add_argument('--json', help='write every timing to this file')
@@ -54,6 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build(args):
     from pvt_mm.deploy import load_model
     options = {'model.backbone.arch': args.arch} if args.arch else None
+    torch.manual_seed(args.seed)  # the same weights in every run and child process
     model, cfg = load_model(args.config, cfg_options=options)
     return model, cfg
 
@@ -153,7 +159,7 @@ def main(argv=None) -> None:
     tmpdir = tempfile.TemporaryDirectory()
     onnx_path = args.onnx
     if onnx_path is None:
-        onnx_path = os.path.join(tmpdir.name, 'model.onnx')
+        onnx_path = args.save_onnx or os.path.join(tmpdir.name, 'model.onnx')
         start = time.perf_counter()
         export_onnx(model, onnx_path, part=args.part, shape=(256, 320))
         print(f'exported in {time.perf_counter() - start:.0f} s')

@@ -2,7 +2,7 @@
 """Export a config's model (or its backbone) to ONNX: one file for any batch and size.
 
     python tools/deployment/pytorch2onnx.py CONFIG [--checkpoint CKPT] --out FILE.onnx
-        [--shape H W] [--part model|backbone] [--verify] [--opset 23]
+        [--shape H W] [--part model|backbone] [--verify] [--opset 23] [--cfg-options k=v ...]
 
 ``--verify`` runs the file in ONNX Runtime and the model in PyTorch on random images at
 ``--shape`` and at a second size that is not a multiple of 32; it exits non-zero when they
@@ -14,6 +14,8 @@ import sys
 import warnings
 
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+from mmengine.config import DictAction
 
 from pvt_mm.deploy import (DEFAULT_OPSET, PARTS, DeployError, build_graph, export_onnx,
                            load_model, verify_onnx)
@@ -32,6 +34,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET)
     parser.add_argument('--verify', action='store_true',
                         help='compare ONNX Runtime with PyTorch; exit 1 beyond the tolerances')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. model.backbone.arch=b2_li')
     parser.add_argument('--verbose', action='store_true', help="print the exporter's steps")
     return parser.parse_args()
 
@@ -39,7 +43,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     try:
-        model, _ = load_model(args.config, args.checkpoint)
+        model, _ = load_model(args.config, args.checkpoint, args.cfg_options)
         out = export_onnx(model, args.out, part=args.part, shape=tuple(args.shape),
                           opset=args.opset, verbose=args.verbose)
         print(f'wrote {out} (part={args.part}, opset {args.opset}, dynamic batch/height/width)')

@@ -16,11 +16,11 @@ import warnings
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 from mmengine.config import DictAction
-from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
 from pvt_mm.deploy import DeployError
 from pvt_mm.deploy.evaluate import ORTModel
+from pvt_mm.evaluation import build_dump_metric
 from pvt_mm.runtime import check_datasets, load_config
 
 
@@ -54,7 +54,9 @@ def main() -> None:
     if args.out:
         if not args.out.endswith(('.pkl', '.pickle')):
             sys.exit('error: --out must end with .pkl or .pickle')
-        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+        # The library's own dump, as tools/test.py --out writes it.
+        runner.test_evaluator.metrics.append(
+            build_dump_metric(cfg.get('default_scope', 'mmdet'), args.out))
     metrics = runner.test()
     out = osp.join(cfg.work_dir, 'test_metrics.json')
     with open(out + '.tmp', 'w') as f:
