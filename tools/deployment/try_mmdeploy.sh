@@ -61,7 +61,7 @@ try:
 except BaseException as exc:  # noqa: B036 (report whatever stops it)
     traceback.print_exc()
     lines = str(exc).splitlines() or ['']
-    cause = next((ln for ln in lines if ln.startswith('<class')), lines[0])  # torch.export's summary
+    cause = next((ln for ln in lines if ln.startswith('<class')), lines[0])  # export summary
     print(f'OUTCOME: mmdeploy torch2onnx FAILED: {type(exc).__name__}: {cause}')
     sys.exit(1)
 import onnxruntime as ort
