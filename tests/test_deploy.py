@@ -1,6 +1,7 @@
 """Deployment (issue 18): ONNX export with dynamic batch / H / W, ONNX Runtime equal to
 PyTorch, test_onnx.py scoring like tools/test.py, clear refusals. Small sizes here; the
 large ones in tools/deployment/benchmark_onnx.py."""
+import importlib.util
 import pickle
 from collections import Counter
 
@@ -134,6 +135,38 @@ def test_failed_export_leaves_the_old_file(tmp_path):
     assert result.returncode == 1 and 'smallest input' in result.stderr, result.output[-3000:]
     assert out.read_bytes() == b'previous export'
     assert [p.name for p in tmp_path.iterdir()] == ['model.onnx']
+
+
+def test_openvino_runs_the_same_file(backbone_export):
+    """Where OpenVINO is installed (an optional engine of benchmark_onnx.py --openvino), it
+    reads the exported file (opset 23, fused Attention, dynamic batch / H / W) and gives
+    PyTorch's stage maps within 1e-4 relative at two sizes, fp32."""
+    ov = pytest.importorskip('openvino')
+    _, backbone, path = backbone_export
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), 'CPU',
+                                  {'INFERENCE_PRECISION_HINT': 'f32'})
+    for batch, shape in ((1, (96, 128)), (2, (481, 623))):
+        images = torch.randn(batch, 3, *shape)
+        with torch.no_grad():
+            ref = backbone(images)
+        result = compiled([images.numpy()])
+        outs = [result[o] for o in compiled.outputs]
+        assert len(outs) == len(ref) == 4
+        for r, o in zip(ref, outs):
+            assert o.shape == tuple(r.shape)
+            assert np.abs(o - r.numpy()).max() / r.abs().max().item() <= 1e-4
+
+
+def test_benchmark_openvino_missing_is_a_clear_error():
+    """benchmark_onnx.py --openvino without OpenVINO exits at once (before exporting) with
+    the pip command: OpenVINO is optional, not in the deploy extra."""
+    if importlib.util.find_spec('openvino') is not None:
+        pytest.skip('OpenVINO is installed here')
+    result = run_tool(['tools/deployment/benchmark_onnx.py', MAIN_JOB_CONFIG, '--openvino'],
+                      check=False, timeout=60)
+    assert result.returncode == 1, result.output[-3000:]
+    assert 'pip install "openvino>=2026.4"' in result.stderr
 
 
 @pytest.fixture(scope='module')
