@@ -32,8 +32,9 @@ EXTRAS = {
     'safetensors': ['safetensors'],
 }
 EXTRAS['all'] = sorted({req for reqs in EXTRAS.values() for req in reqs})
-# ONNX export (torch.onnx.export(dynamo=True) needs onnxscript) and ONNX Runtime inference.
-EXTRAS['deploy'] = ['onnx>=1.18', 'onnxruntime>=1.22', 'onnxscript>=0.3']
+# ONNX export (torch.onnx.export(dynamo=True) needs onnxscript), ONNX Runtime inference and
+# OpenVINO (2026.4 is the first release found to read opset 23's Attention).
+EXTRAS['deploy'] = ['onnx>=1.18', 'onnxruntime>=1.22', 'onnxscript>=0.3', 'openvino>=2026.4']
 EXTRAS['tests'] = EXTRAS['all'] + EXTRAS['deploy'] + ['pytest', 'model-index']  # model-index: mim's parser
 
 

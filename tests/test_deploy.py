@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from .conftest import (CLS_TINY_CONFIG, REPO, SEG_TINY_CONFIG, ade_options, build_from_config,
+from .conftest import (CLS_TINY_CONFIG, PYTHON, REPO, SEG_TINY_CONFIG, ade_options, build_from_config,
                        imagenet_options, run_tool)
 
-# The deploy extra (onnx, onnxruntime, onnxscript) is installed by tools/setup_env.sh: a
+# The deploy extra (onnx, onnxruntime, onnxscript, openvino) is installed by tools/setup_env.sh: a
 # missing one is a failure, not a skip.
 import onnx
 import onnxruntime  # noqa: F401
@@ -177,6 +177,38 @@ def test_size_frozen_inside_the_graph_is_refused(tmp_path):
     with pytest.raises(DeployError, match=r'froze the output size of 1 Resize.*64x80'):
         export_onnx(model, tmp_path / 'frozen.onnx', part='backbone', shape=(32, 40))
     assert list(tmp_path.iterdir()) == []
+
+def test_openvino_runs_the_same_file(backbone_export):
+    """OpenVINO (the deploy extra's third engine, benchmark_onnx.py --openvino) reads the
+    exported file (opset 23, fused Attention, dynamic batch / H / W) and gives PyTorch's
+    stage maps within 1e-4 relative at two sizes, fp32."""
+    import openvino as ov
+    _, backbone, path = backbone_export
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), 'CPU',
+                                  {'INFERENCE_PRECISION_HINT': 'f32'})
+    for batch, shape in ((2, (224, 224)), (1, (481, 623))):
+        images = torch.randn(batch, 3, *shape)
+        with torch.no_grad():
+            ref = backbone(images)
+        result = compiled([images.numpy()])
+        outs = [result[o] for o in compiled.outputs]
+        assert len(outs) == len(ref) == 4
+        for r, o in zip(ref, outs, strict=True):
+            assert o.shape == tuple(r.shape)
+            assert np.abs(o - r.numpy()).max() / r.abs().max().item() <= 1e-4
+
+
+def test_benchmark_without_openvino_is_a_clear_error():
+    """benchmark_onnx.py --openvino where OpenVINO does not import (a user who installed
+    only onnx / onnxruntime; simulated by blocking the import) exits at once, before
+    exporting, with the pip command."""
+    script = ("import runpy, sys; sys.modules['openvino'] = None; "
+              "sys.argv = ['benchmark_onnx.py', sys.argv[1], '--openvino']; "
+              "runpy.run_path('tools/deployment/benchmark_onnx.py', run_name='__main__')")
+    result = run_tool([PYTHON, '-c', script, MAIN_JOB_CONFIG], check=False, timeout=60)
+    assert result.returncode == 1, result.output[-3000:]
+    assert 'pip install "openvino>=2026.4"' in result.stderr
 
 
 @pytest.fixture(scope='module')

@@ -27,6 +27,7 @@ MMPRETRAIN_VERSION=1.2.0
 ONNX_VERSION=1.23.2
 ONNXRUNTIME_VERSION=1.31.1
 ONNXSCRIPT_VERSION=0.7.2
+OPENVINO_VERSION=2026.4.1
 
 log() { printf '[setup_env] %s\n' "$*" >&2; }
 
@@ -103,12 +104,13 @@ fi
 
 # 4. The `deploy` extra at the versions the deployment tests were measured with.
 if ! have onnx "$ONNX_VERSION" || ! have onnxruntime "$ONNXRUNTIME_VERSION" \
-   || ! have onnxscript "$ONNXSCRIPT_VERSION"; then
-  log "installing onnx $ONNX_VERSION, onnxruntime $ONNXRUNTIME_VERSION, onnxscript $ONNXSCRIPT_VERSION"
+   || ! have onnxscript "$ONNXSCRIPT_VERSION" || ! have openvino "$OPENVINO_VERSION"; then
+  log "installing onnx $ONNX_VERSION, onnxruntime $ONNXRUNTIME_VERSION, onnxscript" \
+    "$ONNXSCRIPT_VERSION, openvino $OPENVINO_VERSION"
   pip_install "onnx==$ONNX_VERSION" "onnxruntime==$ONNXRUNTIME_VERSION" \
-    "onnxscript==$ONNXSCRIPT_VERSION"
+    "onnxscript==$ONNXSCRIPT_VERSION" "openvino==$OPENVINO_VERSION"
 fi
 
-"$VPY" -c "import mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models, onnx, onnxruntime, onnxscript, pvt_mm" \
+"$VPY" -c "import mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models, onnx, onnxruntime, onnxscript, openvino, pvt_mm" \
   || { log "the stack does not import; see the messages above"; exit 1; }
 log "ready: $VENV"

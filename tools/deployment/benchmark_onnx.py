@@ -3,23 +3,26 @@
 
     python tools/deployment/benchmark_onnx.py CONFIG --shape H W [--part backbone|model]
         [--arch ARCH] [--repeat 10] [--warmup 2] [--threads N] [--profile] [--json F]
-        [--save-onnx F | --onnx F]
+        [--save-onnx F | --onnx F] [--openvino]
 
 Exports the config's model (random weights from ``--seed``: speed does not depend on
 them; ``--arch`` swaps the backbone's arch, e.g. ``small`` or ``b2``; ``--save-onnx`` keeps
-the file, which a second run at another ``--shape`` reuses with ``--onnx``), checks the file against PyTorch at
-``--shape``, then times both engines interleaved (order alternating every repeat), with
+the file, which a second run at another ``--shape`` reuses with ``--onnx``), checks the
+file against PyTorch at ``--shape``, then times both engines interleaved (order alternating every repeat), with
 the same number of threads, and reports medians and the time ratio ORT / PyTorch.
 PyTorch runs pvt_mm's own inference path (``inference_mode``; FFN chunking as configured);
 for ``--part model`` a detector runs ``model.predict`` (pre-processed batch in, results
 out) on both sides. Peak memory is the growth of the peak resident set over a warmed-up
 baseline in a fresh process per engine (glibc mapping every block over 64 KiB, so freed
 memory leaves the resident set). ``--profile`` writes ONNX Runtime's profile and prints
-the operators that take the time.
+the operators that take the time. ``--openvino`` adds OpenVINO (CPU, fp32, latency hint,
+the same threads) on the same file as a third engine, checked against ONNX Runtime first;
+it needs ``pip install "openvino>=2026.4"`` (2025.3 cannot read opset 23's ``Attention``).
 """
 import argparse
 import collections
 import datetime
+import functools
 import json
 import os
 import platform
@@ -33,6 +36,9 @@ import warnings
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import torch
+
+OPENVINO_HELP = ('--openvino needs OpenVINO 2026.4 or newer: pip install "openvino>=2026.4" '
+                 "(2025.3 cannot read opset 23's Attention op)")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--profile', action='store_true', help="ONNX Runtime's profiler")
     parser.add_argument('--no-memory', action='store_true', help='skip the memory children')
     parser.add_argument('--json', help='write every timing to this file')
+    parser.add_argument('--openvino', action='store_true',
+                        help='also time OpenVINO on the same file (pip install openvino)')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -64,31 +72,104 @@ def build(args):
     return model, cfg
 
 
-def make_steps(args, model, onnx_path):
-    """Two zero-argument callables: PyTorch and ONNX Runtime on the same random batch."""
+def openvino_runner(path: str, num_threads: int, detector: bool = False):
+    """An OpenVINO CPU model of the file behind the ONNX Runtime runner's input checks (and,
+    for a detector, the same ``predict`` unpacking): fp32 (OpenVINO would pick bf16 on CPUs
+    that have it), latency hint. Exits with the fix when OpenVINO cannot read the file.
+
+    Args:
+        path: The exported ``.onnx`` file.
+        num_threads: OpenVINO's ``INFERENCE_NUM_THREADS`` (the other engines' threads).
+        detector: A RetinaNet file: the runner gets :class:`ORTDetector`'s ``predict``.
+    """
+    import openvino as ov
+
     from pvt_mm.deploy import ORTDetector, ORTRunner
+
+    class OVRunner(ORTDetector if detector else ORTRunner):
+
+        def __init__(self) -> None:  # OpenVINO instead of an ONNX Runtime session
+            core = ov.Core()
+            try:
+                model = core.read_model(str(path))
+            except RuntimeError as exc:  # 2025.3: "does not support ... Attention"
+                lines = str(exc).splitlines() or ['']
+                reason = next((ln for ln in lines if 'not support' in ln), lines[-1])
+                sys.exit(f'error: OpenVINO {ov.__version__} cannot read {path}: {reason}\n'
+                         f'{OPENVINO_HELP}')
+            compiled = core.compile_model(model, 'CPU', {
+                'INFERENCE_NUM_THREADS': num_threads, 'PERFORMANCE_HINT': 'LATENCY',
+                'INFERENCE_PRECISION_HINT': 'f32'})
+            self.request = compiled.create_infer_request()
+            self.outputs = compiled.outputs
+            self.channels = compiled.inputs[0].get_partial_shape()[1].get_length()
+
+        def run(self, images, *extra):
+            results = self.request.infer((self.check_images(images), ) + extra)
+            return [results[out] for out in self.outputs]
+    return OVRunner()
+
+
+ENGINES = ('pytorch', 'onnxruntime', 'openvino')
+
+
+def make_steps(args, model, onnx_path, engines=ENGINES) -> dict:
+    """Zero-argument callables per engine (``--openvino`` adds ``'openvino'``), on the same
+    random batch."""
+    from pvt_mm.deploy import ORTDetector, ORTRunner
+    engines = [e for e in engines if e != 'openvino' or args.openvino]
     torch.manual_seed(0)
     images = torch.randn(args.batch, 3, *args.shape)
-    if args.part == 'backbone':
+    detector = args.part == 'model'
+    runners = {}
+    if 'onnxruntime' in engines:
+        cls = ORTDetector if detector else ORTRunner
+        runners['onnxruntime'] = cls(onnx_path, num_threads=args.threads)
+    if 'openvino' in engines:
+        runners['openvino'] = openvino_runner(onnx_path, args.threads, detector)
+    if not detector:
         backbone = model.backbone
-        runner = ORTRunner(onnx_path, num_threads=args.threads)
 
         def torch_step():
             with torch.inference_mode():
                 backbone(images)
-        return torch_step, lambda: runner.run(images)
+        steps = {name: functools.partial(r.run, images) for name, r in runners.items()}
+        return dict(pytorch=torch_step, **steps)
     from mmdet.structures import DetDataSample
     meta = dict(img_shape=tuple(args.shape), batch_input_shape=tuple(args.shape),
                 scale_factor=(1.0, 1.0), ori_shape=tuple(args.shape))
-    runner = ORTDetector(onnx_path, num_threads=args.threads)
+
+    def samples():
+        return [DetDataSample(metainfo=meta) for _ in range(args.batch)]
 
     def torch_step():
         with torch.inference_mode():
-            model.predict(images, [DetDataSample(metainfo=meta) for _ in range(args.batch)])
+            model.predict(images, samples())
+    steps = {name: (lambda r=r: r.predict(images, samples())) for name, r in runners.items()}
+    return dict(pytorch=torch_step, **steps)
 
-    def ort_step():
-        runner.predict(images, [DetDataSample(metainfo=meta) for _ in range(args.batch)])
-    return torch_step, ort_step
+
+def openvino_vs_ort(args, onnx_path: str) -> str:
+    """OpenVINO's outputs against ONNX Runtime's on one random batch at ``--shape``: integer
+    outputs equal, float ones by max |diff| / max |ONNX Runtime|."""
+    import numpy as np
+
+    from pvt_mm.deploy import ORTRunner
+    images = torch.randn(args.batch, 3, *args.shape)
+    extra = ()
+    if args.part == 'model':
+        extra = (np.array([list(args.shape)] * args.batch, dtype=np.float32), )
+    ort_outs = ORTRunner(onnx_path, num_threads=args.threads).run(images, *extra)
+    ov_outs = openvino_runner(onnx_path, args.threads).run(images, *extra)
+    parts = []
+    for ref, out in zip(ort_outs, ov_outs):
+        if ref.shape != out.shape:
+            parts.append(f'shape {out.shape} != {ref.shape}')
+        elif np.issubdtype(ref.dtype, np.integer):
+            parts.append('equal' if np.array_equal(ref, out) else 'DIFFERENT')
+        else:
+            parts.append(f'{np.abs(ref - out).max() / max(np.abs(ref).max(), 1e-12):.1e}')
+    return ', '.join(parts)
 
 
 def _rss_kib(field: str) -> int:
@@ -99,8 +180,7 @@ def _rss_kib(field: str) -> int:
 def memory_child(args) -> dict:
     torch.set_num_threads(args.threads)
     model, _ = build(args)
-    torch_step, ort_step = make_steps(args, model, args.onnx)
-    step = torch_step if args.child == 'torch' else ort_step
+    step = make_steps(args, model, args.onnx, engines=(args.child, ))[args.child]
     step()  # warm-up: one-time allocations leave the baseline
     base = _rss_kib('VmRSS')
     with open('/proc/self/clear_refs', 'w') as f:
@@ -140,6 +220,11 @@ def versions() -> dict:
                 python=platform.python_version(), torch=torch.__version__, onnx=onnx.__version__,
                 onnxruntime=onnxruntime.__version__, cpu_count=os.cpu_count())
     try:
+        import openvino
+        info['openvino'] = openvino.__version__.split('-')[0]
+    except ImportError:
+        pass
+    try:
         with open('/proc/cpuinfo') as f:
             info['cpu'] = next(ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name'))
     except (OSError, StopIteration):
@@ -150,6 +235,11 @@ def versions() -> dict:
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.openvino:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            sys.exit(f'error: {OPENVINO_HELP}')
     if args.child:
         print(json.dumps(memory_child(args)))
         return
@@ -166,13 +256,15 @@ def main(argv=None) -> None:
     check = verify_onnx(build_graph(model, args.part), onnx_path, shapes=[tuple(args.shape)],
                         batch=args.batch)
     print('equal:', check[0])
-    torch_step, ort_step = make_steps(args, model, onnx_path)
+    if args.openvino:
+        print('openvino vs onnxruntime (per output):', openvino_vs_ort(args, onnx_path))
+    steps = make_steps(args, model, onnx_path)
     for _ in range(args.warmup):
-        torch_step()
-        ort_step()
-    times = {'pytorch': [], 'onnxruntime': []}
+        for step in steps.values():
+            step()
+    times = {name: [] for name in steps}
     for r in range(args.repeat):
-        pairs = [('pytorch', torch_step), ('onnxruntime', ort_step)]
+        pairs = list(steps.items())
         for name, step in (pairs if r % 2 == 0 else pairs[::-1]):
             start = time.perf_counter()
             step()
@@ -180,20 +272,22 @@ def main(argv=None) -> None:
     medians = {k: statistics.median(v) for k, v in times.items()}
     memory = {}
     if not args.no_memory:
-        memory = {name: measure_memory(argv, engine, onnx_path)
-                  for name, engine in (('pytorch', 'torch'), ('onnxruntime', 'ort'))}
+        memory = {name: measure_memory(argv, name, onnx_path) for name in steps}
     info = versions()
     what = f'{os.path.basename(args.config)}{" arch=" + args.arch if args.arch else ""} ' \
            f'part={args.part} {args.shape[0]}x{args.shape[1]} batch {args.batch}'
     print(f'{what}, {args.threads} threads, median of {args.repeat} (interleaved), '
-          f'{info["cpu"]}, torch {info["torch"]}, onnxruntime {info["onnxruntime"]}, {info["date"]}')
+          f'{info["cpu"]}, torch {info["torch"]}, onnxruntime {info["onnxruntime"]}'
+          f'{", openvino " + info["openvino"] if args.openvino else ""}, {info["date"]}')
     print('| engine | median ms | min ms | peak MiB |')
     print('|---|---|---|---|')
-    for name in ('pytorch', 'onnxruntime'):
+    for name in steps:
         mem = memory.get(name)
         print(f'| {name} | {medians[name]:.1f} | {min(times[name]):.1f} | '
               f'{"-" if mem is None else f"{mem:.0f}"} |')
     print(f'time ONNX Runtime / PyTorch: {medians["onnxruntime"] / medians["pytorch"]:.2f}x')
+    if args.openvino:
+        print(f'time OpenVINO / PyTorch: {medians["openvino"] / medians["pytorch"]:.2f}x')
     profile = None
     if args.profile:
         from pvt_mm.deploy import ORTRunner
