@@ -208,25 +208,10 @@ def ade_options(root: Path) -> List[str]:
         *no_worker_options()]
 
 
-@pytest.fixture(scope='session')
-def trained_classifier(imagenet_root, tmp_path_factory) -> Tuple[Path, str]:
-    """A classifier checkpoint (``epoch_1.pth``) from a real 2-process (gloo)
-    tools/dist_train.sh run, shared by the classification and deployment tests.
-
-    Returns:
-        ``(work dir, the run's output)``.
-    """
-    work = tmp_path_factory.mktemp('cls') / 'ddp'
-    out = run_tool(['tools/dist_train.sh', CLS_TINY_CONFIG, '2', '--work-dir', work,
-                    '--cfg-options', *imagenet_options(imagenet_root)],
-                   env=cpu_only(dict(PORT=str(30500 + os.getpid() % 1000)))).output
-    return work, out
-
-
 @dataclass
-class TrainedSegmentor:
-    """What :func:`trained_segmentor` ran: tools/train.py, then tools/test.py on its
-    checkpoint with ``--show-dir`` and ``--out``."""
+class TrainedModel:
+    """What a training fixture ran: a tools/ training run, then tools/test.py on its
+    checkpoint with ``--out``."""
 
     work: Path
     checkpoint: Path
@@ -237,7 +222,26 @@ class TrainedSegmentor:
 
 
 @pytest.fixture(scope='session')
-def trained_segmentor(ade_root, tmp_path_factory) -> TrainedSegmentor:
+def trained_classifier(imagenet_root, tmp_path_factory) -> TrainedModel:
+    """The tiny classifier trained by a real 2-process (gloo) tools/dist_train.sh run, then
+    tested by tools/test.py with ``--compile`` (backend 'eager': tracing without code
+    generation; dynamo's log on) and ``--out``; shared by the classification and deployment
+    tests."""
+    work = tmp_path_factory.mktemp('cls') / 'ddp'
+    options = imagenet_options(imagenet_root)
+    train = run_tool(['tools/dist_train.sh', CLS_TINY_CONFIG, '2', '--work-dir', work,
+                      '--cfg-options', *options],
+                     env=cpu_only(dict(PORT=str(30500 + os.getpid() % 1000)))).output
+    checkpoint = work / 'epoch_1.pth'
+    test = run_tool(['tools/test.py', CLS_TINY_CONFIG, checkpoint, '--work-dir', work / 'test',
+                     '--compile', '--out', work / 'preds.pkl', '--cfg-options', *options,
+                     'compile.backend=eager'], timeout=600, env=dict(TORCH_LOGS='dynamo')).output
+    metrics = json.loads((work / 'test' / 'test_metrics.json').read_text())
+    return TrainedModel(work, checkpoint, train, test, metrics, work / 'preds.pkl')
+
+
+@pytest.fixture(scope='session')
+def trained_segmentor(ade_root, tmp_path_factory) -> TrainedModel:
     """Semantic FPN (PVT-Tiny) trained 2 iterations by tools/train.py and evaluated by
     tools/test.py, shared by the segmentation and deployment tests."""
     work = tmp_path_factory.mktemp('seg') / 'semfpn'
@@ -249,7 +253,7 @@ def trained_segmentor(ade_root, tmp_path_factory) -> TrainedSegmentor:
                      '--show-dir', work / 'show', '--out', work / 'preds.pkl',
                      '--cfg-options', *options], timeout=600).output
     metrics = json.loads((work / 'test' / 'test_metrics.json').read_text())
-    return TrainedSegmentor(work, checkpoint, train, test, metrics, work / 'preds.pkl')
+    return TrainedModel(work, checkpoint, train, test, metrics, work / 'preds.pkl')
 
 
 @dataclass

@@ -145,7 +145,7 @@ def test_generated_data_is_imagenet_layout(imagenet_root):
 
 
 def test_dist_train_two_cpu_processes_reports_top1(trained_classifier):
-    work, out = trained_classifier
+    work, out = trained_classifier.work, trained_classifier.train_output
     assert 'Distributed launcher: pytorch' in out and 'Distributed training: True' in out
     assert 'CUDA available: False' in out  # CPU processes (gloo) on any host
     # 16 images, 4 per process per step: 2 iterations make the epoch with 2 processes
@@ -186,14 +186,12 @@ def _top1(imagenet_root: Path, checkpoint: Optional[Path]) -> float:
 def test_test_tool_reports_top1(trained_classifier, imagenet_root):
     """Also ``--compile``: mmengine 0.10.7 compiles only in train(), tools/test.py compiles
     the test_step its test loop calls; dynamo's log shows it traced (backend 'eager' from
-    the config: tracing without code generation, about 15 s here)."""
-    work, _ = trained_classifier
-    out = run_tool(['tools/test.py', TINY_CONFIG, work / 'epoch_1.pth', '--work-dir',
-                    work / 'test', '--compile', '--cfg-options', *imagenet_options(imagenet_root),
-                    'compile.backend=eager'], timeout=600, env=dict(TORCH_LOGS='dynamo')).output
+    the fixture's options: tracing without code generation, about 15 s here)."""
+    run = trained_classifier
+    work, out = run.work, run.test_output
     assert re.search(r'torchdynamo start tracing test_step \S*mmengine/model/base_model/', out), \
         out[-3000:]
-    top1 = json.loads((work / 'test' / 'test_metrics.json').read_text())['accuracy/top1']
+    top1 = run.metrics['accuracy/top1']
     assert re.search(rf'accuracy/top1: {top1:.4f}', out), out[-2000:]
     # It is the accuracy of the checkpoint's predictions, and above what an untrained
     # 1000-way classifier scores: the 2 steps taught it which 4 classes occur.
@@ -210,7 +208,7 @@ def test_trained_classifier_loads_as_dense_backbone(trained_classifier, config):
     from mmengine.registry import DefaultScope, init_default_scope
     from mmengine.logging import MMLogger
     from pvt_mm.runtime import allow_mmengine_checkpoints
-    work, _ = trained_classifier
+    work = trained_classifier.work
     ckpt = work / 'epoch_1.pth'
     allow_mmengine_checkpoints()
     state = torch.load(ckpt, map_location='cpu', weights_only=True)['state_dict']

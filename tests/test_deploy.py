@@ -30,7 +30,9 @@ MAIN_JOB_CONFIG = 'configs/retinanet/pvtv2_b0_fpn_shapes.py'
 V2_LINEAR_CONFIG = """_base_ = '{repo}/configs/retinanet/pvtv2_b0_fpn_shapes.py'
 model = dict(backbone=dict(arch=dict(_delete_=True, depths=(1, 1, 1, 1), linear_sra=True)))
 """
-BACKBONES = ('tiny', 'b2_li-depth1')
+# Each with one attention mode of the export (pvt_mm.deploy.attention): ONNX Attention and
+# ONNX Runtime's MultiHeadAttention.
+BACKBONES = {'tiny': 'onnx', 'b2_li-depth1': 'ort'}
 
 
 def _save_weights(model, path) -> None:
@@ -45,10 +47,10 @@ def _backbone_config(name: str, tmp) -> str:
     return str(path)
 
 
-@pytest.fixture(scope='module', params=BACKBONES)
+@pytest.fixture(scope='module', params=sorted(BACKBONES))
 def backbone_export(request, tmp_path_factory):
-    """(config, PyTorch backbone, one dynamic .onnx of it), exported by the CLI tool at
-    224x224, batch 2."""
+    """(config, PyTorch backbone, one dynamic .onnx of it, attention mode), exported by
+    the CLI tool at 224x224, batch 2."""
     tmp = tmp_path_factory.mktemp(f'onnx_{request.param}')
     config = _backbone_config(request.param, tmp)
     torch.manual_seed(0)
@@ -58,8 +60,9 @@ def backbone_export(request, tmp_path_factory):
     _save_weights(model, tmp / 'weights.pth')
     out = tmp / 'backbone.onnx'
     run_tool(['tools/deployment/pytorch2onnx.py', config, '--checkpoint', tmp / 'weights.pth',
-              '--part', 'backbone', '--out', out, '--shape', '224', '224'])
-    return config, model.backbone.eval(), out
+              '--part', 'backbone', '--out', out, '--shape', '224', '224',
+              '--attention', BACKBONES[request.param]])
+    return config, model.backbone.eval(), out, BACKBONES[request.param]
 
 
 def test_backbone_one_file_any_size(backbone_export):
@@ -68,7 +71,7 @@ def test_backbone_one_file_any_size(backbone_export):
     position embeddings for, where a trace guard on the grid would pin H and W (the export
     then refuses to write the file), and where linear SRA's 7x7 pool is a plain 8x8
     average pool that the exporter would freeze."""
-    _, backbone, path = backbone_export
+    _, backbone, path, _ = backbone_export
     runner = ORTRunner(path)
     for batch, shape in ((2, (224, 224)), (1, (800, 1333)), (1, (481, 623))):
         images = torch.randn(batch, 3, *shape)
@@ -86,27 +89,29 @@ def _attention_ops(path) -> Counter:
     return Counter(node.op_type for node in onnx.load(str(path)).graph.node)
 
 
-def check_attention_fused(path, layers: int) -> None:
-    """Every encoder layer's attention is one ONNX ``Attention`` node (opset 23), none is
-    left as MatMul-Softmax-MatMul, and ONNX Runtime keeps them fused after its own graph
-    optimisation."""
+def check_attention_fused(path, layers: int, op: str = 'Attention') -> None:
+    """Every encoder layer's attention is one fused node (``op``: ONNX ``Attention``, opset
+    23, or ONNX Runtime's ``MultiHeadAttention``), none is left as MatMul-Softmax-MatMul,
+    and ONNX Runtime keeps them fused after its own graph optimisation."""
     import onnxruntime as ort
     ops = _attention_ops(path)
-    assert ops['Attention'] == layers and ops['Softmax'] == 0, ops
+    other = {'Attention': 'MultiHeadAttention', 'MultiHeadAttention': 'Attention'}[op]
+    assert ops[op] == layers and ops[other] == 0 and ops['Softmax'] == 0, ops
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(path.with_name(path.stem + '_ort_optimized.onnx'))
     ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
     optimized = _attention_ops(options.optimized_model_filepath)
-    assert optimized['Attention'] == layers and optimized['Softmax'] == 0, optimized
+    assert optimized[op] == layers and optimized['Softmax'] == 0, optimized
 
 
 def test_attention_is_fused(backbone_export):
-    _, backbone, path = backbone_export
-    check_attention_fused(path, sum(backbone.arch['depths']))
+    _, backbone, path, attention = backbone_export
+    op = {'onnx': 'Attention', 'ort': 'MultiHeadAttention'}[attention]
+    check_attention_fused(path, sum(backbone.arch['depths']), op)
 
 
 def test_runner_refuses_bad_input(backbone_export):
-    _, _, path = backbone_export
+    _, _, path, _ = backbone_export
     runner = ORTRunner(path)
     with pytest.raises(DeployError, match='rank 3'):
         runner.run(np.zeros((3, 64, 64), np.float32))
@@ -121,7 +126,7 @@ def test_runner_refuses_bad_input(backbone_export):
 def test_verify_fails_loudly_on_a_mismatch(backbone_export):
     """--verify's check raises when the file and the model differ (here: other weights)."""
     from pvt_mm.deploy import build_graph, verify_onnx
-    config, _, path = backbone_export
+    config, _, path, _ = backbone_export
     torch.manual_seed(1)
     _, other = build_from_config(config, with_weights=False)
     other.init_weights()
@@ -180,10 +185,10 @@ def test_size_frozen_inside_the_graph_is_refused(tmp_path):
 
 def test_openvino_runs_the_same_file(backbone_export):
     """OpenVINO (the deploy extra's third engine, benchmark_onnx.py --openvino) reads the
-    exported file (opset 23, fused Attention, dynamic batch / H / W) and gives PyTorch's
-    stage maps within 1e-4 relative at two sizes, fp32."""
+    exported file (opset 23, fused Attention or ONNX Runtime's MultiHeadAttention, dynamic
+    batch / H / W) and gives PyTorch's stage maps within 1e-4 relative at two sizes, fp32."""
     import openvino as ov
-    _, backbone, path = backbone_export
+    _, backbone, path, _ = backbone_export
     core = ov.Core()
     compiled = core.compile_model(core.read_model(str(path)), 'CPU',
                                   {'INFERENCE_PRECISION_HINT': 'f32'})
@@ -283,8 +288,8 @@ def test_classifier_onnx_equals_pytorch(trained_classifier, imagenet_root, tmp_p
     """The tiny classifier trained by tools/dist_train.sh, exported end to end: logits within
     1e-4 relative through the runner API (two sizes, one file), and test_onnx.py gives
     tools/test.py's top-1 with the same label and scores (1e-4) for every image."""
-    work, _ = trained_classifier
-    ckpt, path = work / 'epoch_1.pth', tmp_path / 'classifier.onnx'
+    run = trained_classifier
+    ckpt, path = run.checkpoint, tmp_path / 'classifier.onnx'
     run_tool(['tools/deployment/pytorch2onnx.py', CLS_TINY_CONFIG, '--checkpoint', ckpt,
               '--out', path, '--shape', '64', '64'])
     model, _ = load_model(str(REPO / CLS_TINY_CONFIG), str(ckpt))
@@ -297,17 +302,15 @@ def test_classifier_onnx_equals_pytorch(trained_classifier, imagenet_root, tmp_p
         assert logits.shape == ref.shape == (2, 1000)
         assert float((logits - ref).abs().max() / ref.abs().max()) <= 1e-4
 
-    options = ['--cfg-options', *imagenet_options(imagenet_root)]
-    dumps = {}
-    for name, cmd in (('pytorch', ['tools/test.py', CLS_TINY_CONFIG, ckpt]),
-                      ('onnx', ['tools/deployment/test_onnx.py', CLS_TINY_CONFIG, path])):
-        out = run_tool(cmd + ['--work-dir', tmp_path / name, '--out', tmp_path / f'{name}.pkl',
-                              *options]).output
-        top1 = json.loads((tmp_path / name / 'test_metrics.json').read_text())['accuracy/top1']
-        assert re.search(rf'accuracy/top1: {top1:.4f}', out), out[-2000:]
-        dumps[name] = (top1, pickle.loads((tmp_path / f'{name}.pkl').read_bytes()))
-    (top1, ref), (ort_top1, ort) = dumps['pytorch'], dumps['onnx']
-    assert ort_top1 == top1 and len(ref) == len(ort) == 8
+    out = run_tool(['tools/deployment/test_onnx.py', CLS_TINY_CONFIG, path, '--work-dir',
+                    tmp_path, '--out', tmp_path / 'onnx.pkl', '--cfg-options',
+                    *imagenet_options(imagenet_root)]).output
+    top1 = json.loads((tmp_path / 'test_metrics.json').read_text())['accuracy/top1']
+    assert re.search(rf'accuracy/top1: {top1:.4f}', out), out[-2000:]
+    assert top1 == run.metrics['accuracy/top1']
+    ref = pickle.loads(run.preds.read_bytes())
+    ort = pickle.loads((tmp_path / 'onnx.pkl').read_bytes())
+    assert len(ref) == len(ort) == 8
     for a, b in zip(ref, ort, strict=True):
         assert a['img_path'] == b['img_path'] and int(a['pred_label']) == int(b['pred_label'])
         assert float((a['pred_score'] - b['pred_score']).abs().max()) <= 1e-4

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..fileio import replaced_atomically
+from .attention import attention_translations
 from .graphs import (SUPPORTED, BackboneGraph, ClassifierGraph, DeployError, RetinaNetGraph,
                      SegmentorGraph, replace_mmseg_upsamples)
 from .nms import TRANSLATIONS
@@ -134,7 +135,7 @@ def check_dynamic(path: Union[str, Path]) -> None:
 
 def export_onnx(model: nn.Module, out: Union[str, Path], part: str = 'model',
                 shape: Tuple[int, int] = (256, 320), opset: int = DEFAULT_OPSET,
-                verbose: bool = False) -> Path:
+                verbose: bool = False, attention: str = 'onnx') -> Path:
     """Export ``part`` of ``model`` to ``out`` with dynamic batch, height and width.
 
     Args:
@@ -144,11 +145,15 @@ def export_onnx(model: nn.Module, out: Union[str, Path], part: str = 'model',
         shape: Example ``(H, W)`` used for tracing (any size works afterwards).
         opset: ONNX opset (23: fused ``Attention``).
         verbose: Print the exporter's progress.
+        attention: ``'onnx'`` (ONNX ``Attention``, every runtime) or ``'ort'`` (ONNX
+            Runtime's ``MultiHeadAttention``, FlashAttention on CPU); see
+            :mod:`.attention`.
 
     Returns:
         The path written.
     """
     out = Path(out)
+    translations = {**TRANSLATIONS, **attention_translations(attention)}
     if out.suffix != '.onnx':
         raise DeployError(f'The output file must end with .onnx, got {str(out)!r}.')
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +173,7 @@ def export_onnx(model: nn.Module, out: Union[str, Path], part: str = 'model',
                 input_names=['images', 'img_shapes'][:len(_dynamic_shapes(graph))],
                 output_names=list(output_names(graph)),
                 dynamic_shapes=_dynamic_shapes(graph),
-                custom_translation_table=TRANSLATIONS, verbose=verbose)
+                custom_translation_table=translations, verbose=verbose)
             program.save(tmp, external_data=False)
         check_dynamic(tmp)
     return out

@@ -16,7 +16,12 @@ Strategies:
   are independent: folding groups of them into the batch, all sharing the same keys and
   values, is the same attention with more parallel work (autograd sums the groups' key and
   value gradients). The forward kernels parallelise over query blocks already, so
-  inference runs ungrouped.
+  inference runs ungrouped -- except in an exported graph: ONNX Runtime's CPU kernel of
+  ONNX ``Attention`` parallelises its forward over batch x heads only, so stage 1's single
+  head ran on one thread (2x slower than PyTorch's at 800x1333). While exporting, queries
+  are folded into enough groups that batch x heads x groups reaches
+  :data:`EXPORT_ATTENTION_WORK` at batch 1 (the group count is static, the token count
+  symbolic: the queries are padded to a multiple of it in the graph).
 * **FFN token chunks** (no autograd, token-wise FFNs only: PVT v2's depth-wise conv mixes
   neighbouring tokens, so its FFN runs in one piece). On CPU the FFN's hidden activations are the
   largest tensors of the backbone; running the tokens in chunks bounds them at no cost in
@@ -48,6 +53,8 @@ MAX_QUERY_GROUPS = 64
 CUDA_KEY_BLOCK = 128
 #: Fewest queries per group on CUDA: below this a group no longer fills one query tile.
 CUDA_MIN_GROUP_QUERIES = 128
+#: Exported graphs: heads x query groups per image, enough work items for a 16-thread CPU.
+EXPORT_ATTENTION_WORK = 16
 
 FFNChunkSetting = Union[None, int, str]
 
@@ -123,6 +130,8 @@ def attention_query_groups(device: torch.device, dtype: torch.dtype, batch: int,
         The number of groups; 1 runs the attention as one call.
     """
     del dtype  # see Args
+    if torch.compiler.is_exporting():
+        return max(1, EXPORT_ATTENTION_WORK // heads)
     if not needs_grad:
         return 1
     if device.type == 'cpu':
@@ -149,9 +158,11 @@ def grouped_attention(q: Tensor, k: Tensor, v: Tensor, groups: int,
         ``(B, N, heads * d)``, identical to ungrouped attention.
     """
     b, n, heads, d = q.shape
+    # Exporting, n is symbolic: pad and cut unconditionally (a test on n would pin it).
+    exporting = torch.compiler.is_exporting()
     if groups > 1:
         pad = -n % groups
-        if pad:
+        if exporting or pad:
             q = F.pad(q, (0, 0, 0, 0, 0, pad))
         q = q.reshape(b * groups, (n + pad) // groups, heads, d)
         # Every group attends to its image's keys and values: a (small) k/v copy per group.
@@ -163,7 +174,9 @@ def grouped_attention(q: Tensor, k: Tensor, v: Tensor, groups: int,
     # (B * groups, heads, N', d) -> (B, N', heads * d); a view when the kernel lays its
     # output out as (batch, tokens, heads, d), as the CPU and CUDA kernels do.
     out = out.transpose(1, 2).reshape(b, -1, heads * d)
-    return out[:, :n] if out.shape[1] != n else out
+    if groups > 1 and (exporting or out.shape[1] != n):
+        out = out[:, :n]
+    return out
 
 
 # --------------------------------------------------------------------------- FFN

@@ -54,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--onnx', help='use this file (exported by --save-onnx with the same '
                         'config, --arch, --part and --seed) instead of exporting')
     parser.add_argument('--save-onnx', help='write the export to this file')
+    parser.add_argument('--attention', choices=('onnx', 'ort'), default='onnx',
+                        help="export's attention: ONNX Attention or ONNX Runtime's "
+                        'MultiHeadAttention (see pvt_mm.deploy.attention)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random weights')
     parser.add_argument('--profile', action='store_true', help="ONNX Runtime's profiler")
     parser.add_argument('--no-memory', action='store_true', help='skip the memory children')
@@ -251,7 +254,8 @@ def main(argv=None) -> None:
     if onnx_path is None:
         onnx_path = args.save_onnx or os.path.join(tmpdir.name, 'model.onnx')
         start = time.perf_counter()
-        export_onnx(model, onnx_path, part=args.part, shape=(256, 320))
+        export_onnx(model, onnx_path, part=args.part, shape=(256, 320),
+                    attention=args.attention)
         print(f'exported in {time.perf_counter() - start:.0f} s')
     check = verify_onnx(build_graph(model, args.part), onnx_path, shapes=[tuple(args.shape)],
                         batch=args.batch)

@@ -2,7 +2,8 @@
 """Export a config's model (or its backbone) to ONNX: one file for any batch and size.
 
     python tools/deployment/pytorch2onnx.py CONFIG [--checkpoint CKPT] --out FILE.onnx
-        [--shape H W] [--part model|backbone] [--verify] [--opset 23] [--cfg-options k=v ...]
+        [--shape H W] [--part model|backbone] [--verify] [--opset 23] [--attention onnx|ort]
+        [--cfg-options k=v ...]
 
 ``--verify`` runs the file in ONNX Runtime and the model in PyTorch on random images at
 ``--shape`` and at a second size that is not a multiple of 32; it exits non-zero when they
@@ -17,7 +18,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 from mmengine.config import DictAction
 
-from pvt_mm.deploy import (DEFAULT_OPSET, PARTS, DeployError, build_graph, export_onnx,
+from pvt_mm.deploy import (ATTENTION_MODES, DEFAULT_OPSET, PARTS, DeployError, build_graph, export_onnx,
                            load_model, verify_onnx)
 
 
@@ -34,6 +35,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET)
     parser.add_argument('--verify', action='store_true',
                         help='compare ONNX Runtime with PyTorch; exit 1 beyond the tolerances')
+    parser.add_argument('--attention', choices=ATTENTION_MODES, default='onnx',
+                        help="onnx: ONNX Attention (any runtime); ort: ONNX Runtime's "
+                        'MultiHeadAttention (FlashAttention on CPU, ONNX Runtime only)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. model.backbone.arch=b2_li')
     parser.add_argument('--verbose', action='store_true', help="print the exporter's steps")
@@ -45,7 +49,8 @@ def main() -> None:
     try:
         model, _ = load_model(args.config, args.checkpoint, args.cfg_options)
         out = export_onnx(model, args.out, part=args.part, shape=tuple(args.shape),
-                          opset=args.opset, verbose=args.verbose)
+                          opset=args.opset, verbose=args.verbose,
+                          attention=args.attention)
         print(f'wrote {out} (part={args.part}, opset {args.opset}, dynamic batch/height/width)')
         if args.verify:
             h, w = args.shape
