@@ -38,6 +38,13 @@ class ORTRunner:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_profiling = profile
+        if profile:
+            # ONNX Runtime writes the profile into the working directory by default (in a
+            # checkout: among the sources); the temporary directory keeps it out.
+            import os
+            import tempfile
+            options.profile_file_prefix = os.path.join(tempfile.gettempdir(),
+                                                       'onnxruntime_profile')
         self.session = ort.InferenceSession(str(path), options, providers=list(providers))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -246,6 +246,9 @@ def main(argv=None) -> None:
     if args.child:
         print(json.dumps(memory_child(args)))
         return
+    if args.onnx and not os.path.isfile(args.onnx):
+        sys.exit(f'error: --onnx file {args.onnx!r} does not exist; export it first '
+                 '(--save-onnx, or tools/deployment/pytorch2onnx.py)')
     torch.set_num_threads(args.threads)
     from pvt_mm.deploy import build_graph, export_onnx, verify_onnx
     model, _ = build(args)
