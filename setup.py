@@ -15,15 +15,15 @@ VERSION = re.search(r"__version__ = '(.+)'", (HERE / 'pvt_mm' / 'version.py').re
 
 # The model code needs torch, mmengine and mmcv only; each downstream library is an extra.
 INSTALL_REQUIRES = [
-    # 2.6: (callable, name) entries in add_safe_globals; 2.5: safe_globals; 2.4:
-    # is_autocast_enabled(device) and get_autocast_dtype (tests/test_requirements.py checks).
-    'torch>=2.6',
+    # Tested on torch 2.1.2 (the last official mmcv 2.1.0 wheel set) and 2.14.1; features
+    # that need a newer torch (ONNX export) check at the point of use (pvt_mm/capabilities.py).
+    'torch>=2.1',
     'mmengine>=0.10.0,<1.0.0',
     'mmcv>=2.0.0,<2.2.0',  # mmdet 3.3 and mmseg 1.2 refuse mmcv >= 2.2
     'numpy',
     # mmengine resolves cross-library config bases (`mmdet::...`) with pkg_resources, which
-    # setuptools dropped in 81; torch 2.14 asks for >= 77.
-    'setuptools>=77.0.3,<81',
+    # setuptools dropped in 81.
+    'setuptools<81',
 ]
 EXTRAS = {
     'det': ['mmdet>=3.3.0,<3.4.0', 'pycocotools'],

@@ -11,8 +11,9 @@ import pickle
 from typing import Dict, List, Tuple
 from urllib.parse import urlparse
 
-import torch
 from torch import Tensor
+
+from .capabilities import weights_only_load
 
 StateDict = Dict[str, Tensor]
 
@@ -172,12 +173,7 @@ def read_checkpoint(path: str, map_location: str = 'cpu') -> dict:
         except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError(f'Cannot read safetensors checkpoint {path!r}: {exc}') from exc
     try:
-        # Only add (and later remove) what is not allow-listed globally already, so a
-        # process-wide allow-list (pvt_mm.runtime) survives this call.
-        present = set(torch.serialization.get_safe_globals())
-        extra = [g for g in mmengine_safe_globals() if g not in present]
-        with torch.serialization.safe_globals(extra):
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = weights_only_load(path, map_location, mmengine_safe_globals())
     except pickle.UnpicklingError as exc:
         if 'Weights only load failed' in str(exc):
             raise CheckpointError(

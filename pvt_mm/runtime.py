@@ -16,6 +16,7 @@ from typing import Any, Optional, Tuple
 import torch
 import torch.distributed as dist
 
+from .capabilities import allow_globals_process_wide
 from .checkpoint import mmengine_safe_globals
 
 
@@ -192,8 +193,13 @@ def build_from_config(config: str, cfg_options: Optional[dict] = None,
 
 
 def allow_mmengine_checkpoints() -> None:
-    """Let ``torch.load(weights_only=True)`` read mmengine checkpoints (resume, load_from)."""
-    torch.serialization.add_safe_globals(mmengine_safe_globals())
+    """Let ``torch.load(weights_only=True)`` read mmengine checkpoints (resume, load_from).
+
+    A no-op on torch < 2.6, which neither loads with ``weights_only`` by default nor takes
+    the allow-list's ``(callable, name)`` entries (pvt_mm checks every file it loads with its
+    own safe read first).
+    """
+    allow_globals_process_wide(mmengine_safe_globals())
 
 
 def init_distributed(cfg, launcher: str) -> None:

@@ -9,15 +9,46 @@
 # compiled ops (about 15 minutes on 2 cores).  The built wheel is cached outside the
 # repository, keyed by the torch version it was built against, so a second install takes
 # seconds.  Override the cache location with PVT_MM_CACHE.
+#
+# Two stacks, chosen with PVT_MM_STACK (docs/get_started.md lists what each was tested with):
+#   PVT_MM_STACK=pinned (default)  torch 2.14.1 + torchvision 0.29.1, in .venv/
+#   PVT_MM_STACK=oldest            the last official OpenMMLab wheel set: torch 2.1.2 +
+#                                  torchvision 0.16.2 + numpy 1.26.4, in .venv-oldest/
+# Both get mmcv 2.1.0 (with ops), mmengine 0.10.7, mmdet 3.3.0, mmsegmentation 1.2.2 and
+# mmpretrain 1.2.0; only the pinned stack gets the `deploy` extra (ONNX export needs a newer
+# torch, see pvt_mm/capabilities.py).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${PVT_MM_VENV:-$ROOT/.venv}"
+STACK="${PVT_MM_STACK:-pinned}"
 PY="${PYTHON:-python3}"
 CACHE="${PVT_MM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pvt_mm}"
 
-TORCH_VERSION=2.14.1
-TORCHVISION_VERSION=0.29.1
+case "$STACK" in
+  pinned)
+    VENV="${PVT_MM_VENV:-$ROOT/.venv}"
+    TORCH_VERSION=2.14.1
+    TORCHVISION_VERSION=0.29.1
+    NUMPY_SPEC=numpy
+    OPENCV_SPEC=opencv-python
+    CXX_STD=c++20  # torch >= 2.10's headers need C++20; mmcv 2.1.0 hard-codes C++17
+    WITH_DEPLOY=1
+    ;;
+  oldest)
+    VENV="${PVT_MM_VENV:-$ROOT/.venv-oldest}"
+    TORCH_VERSION=2.1.2
+    TORCHVISION_VERSION=0.16.2
+    # torch 2.1 was built against numpy 1.x; OpenCV >= 4.11 wheels want numpy >= 2.
+    NUMPY_SPEC=numpy==1.26.4
+    OPENCV_SPEC='opencv-python<4.11'
+    CXX_STD=c++17  # mmcv's own flag: torch 2.1's headers build with it
+    WITH_DEPLOY=0
+    ;;
+  *)
+    printf '[setup_env] PVT_MM_STACK=%s is not a stack; use pinned (default) or oldest\n' "$STACK" >&2
+    exit 2
+    ;;
+esac
 MMCV_VERSION=2.1.0
 MMENGINE_VERSION=0.10.7
 MMDET_VERSION=3.3.0
@@ -30,6 +61,7 @@ ONNXSCRIPT_VERSION=0.7.2
 OPENVINO_VERSION=2026.4.1
 
 log() { printf '[setup_env] %s\n' "$*" >&2; }
+log "stack: $STACK (torch $TORCH_VERSION) in $VENV"
 
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating virtual environment in $VENV"
@@ -51,7 +83,7 @@ PYEOF
 # 1. torch + torchvision (the CUDA build: it also runs on CPU, and torchvision needs it).
 if ! have torch "$TORCH_VERSION" || ! have torchvision "$TORCHVISION_VERSION"; then
   log "installing torch $TORCH_VERSION and torchvision $TORCHVISION_VERSION"
-  pip_install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+  pip_install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" "$NUMPY_SPEC"
 fi
 
 # 2. mmcv with compiled ops, from the wheel cache or built from source.
@@ -70,8 +102,9 @@ if ! "$VPY" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_
       "mmcv==$MMCV_VERSION" -d "$BUILD"
     tar -xzf "$BUILD"/mmcv-"$MMCV_VERSION".tar.gz -C "$BUILD"
     SRC="$BUILD/mmcv-$MMCV_VERSION"
-    # torch >= 2.10 headers need C++20; mmcv 2.1.0 hard-codes C++17.
-    sed -i 's/-std=c++17/-std=c++20/g; s/std=c++14/std=c++20/g' "$SRC/setup.py"
+    if [ "$CXX_STD" != c++17 ]; then
+      sed -i "s/-std=c++17/-std=$CXX_STD/g; s/std=c++14/std=$CXX_STD/g" "$SRC/setup.py"
+    fi
     (cd "$SRC" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
       "$VPY" -m pip wheel --no-build-isolation --no-deps --quiet -w "$BUILD/dist" .)
     mkdir -p "$WHEEL_DIR"
@@ -80,13 +113,13 @@ if ! "$VPY" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_
     cp "$BUILT" "$WHEEL_DIR/.partial" && mv "$WHEEL_DIR/.partial" "$WHEEL_DIR/$(basename "$BUILT")"
     WHEEL="$WHEEL_DIR/$(basename "$BUILT")"
     log "cached $WHEEL"
-    pip_install "setuptools>=77.0.3,<81"
+    pip_install "setuptools<81"
   else
     log "installing cached $WHEEL"
   fi
   pip_install --no-deps "$WHEEL"
   # mmcv's own runtime needs (its wheel was installed without resolving them).
-  pip_install addict numpy packaging Pillow pyyaml yapf opencv-python
+  pip_install addict "$NUMPY_SPEC" packaging Pillow pyyaml yapf "$OPENCV_SPEC"
 fi
 
 # 3. The OpenMMLab libraries, their undeclared needs, test tools, and pvt_mm itself.
@@ -97,20 +130,27 @@ if ! have mmengine "$MMENGINE_VERSION" || ! have mmdet "$MMDET_VERSION" \
   log "installing mmengine, mmdet, mmsegmentation, mmpretrain and pvt_mm"
   pip_install "mmengine==$MMENGINE_VERSION" "mmdet==$MMDET_VERSION" \
     "mmsegmentation==$MMSEG_VERSION" "mmpretrain==$MMPRETRAIN_VERSION" \
-    "mmcv==$MMCV_VERSION" ftfy regex \
-    "setuptools>=77.0.3,<81"  # mmengine resolves `mmdet::` config bases with pkg_resources
-  pip_install -e "$ROOT[tests]"
+    "mmcv==$MMCV_VERSION" ftfy regex "$NUMPY_SPEC" "$OPENCV_SPEC" \
+    "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
+    "setuptools<81"  # mmengine resolves `mmdet::` config bases with pkg_resources
+  if [ "$WITH_DEPLOY" = 1 ]; then
+    pip_install -e "$ROOT[tests]"
+  else  # everything but the deploy extra
+    pip_install -e "$ROOT[all]" pytest model-index "torch==$TORCH_VERSION" "$NUMPY_SPEC"
+  fi
 fi
 
 # 4. The `deploy` extra at the versions the deployment tests were measured with.
-if ! have onnx "$ONNX_VERSION" || ! have onnxruntime "$ONNXRUNTIME_VERSION" \
-   || ! have onnxscript "$ONNXSCRIPT_VERSION" || ! have openvino "$OPENVINO_VERSION"; then
+if [ "$WITH_DEPLOY" = 1 ] && { ! have onnx "$ONNX_VERSION" || ! have onnxruntime "$ONNXRUNTIME_VERSION" \
+   || ! have onnxscript "$ONNXSCRIPT_VERSION" || ! have openvino "$OPENVINO_VERSION"; }; then
   log "installing onnx $ONNX_VERSION, onnxruntime $ONNXRUNTIME_VERSION, onnxscript" \
     "$ONNXSCRIPT_VERSION, openvino $OPENVINO_VERSION"
   pip_install "onnx==$ONNX_VERSION" "onnxruntime==$ONNXRUNTIME_VERSION" \
     "onnxscript==$ONNXSCRIPT_VERSION" "openvino==$OPENVINO_VERSION"
 fi
 
-"$VPY" -c "import mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models, onnx, onnxruntime, onnxscript, openvino, pvt_mm" \
+CHECK="import mmcv.ops, mmdet.models, mmseg.models, mmpretrain.models, pvt_mm"
+[ "$WITH_DEPLOY" = 1 ] && CHECK="$CHECK, onnx, onnxruntime, onnxscript, openvino"
+"$VPY" -c "$CHECK" \
   || { log "the stack does not import; see the messages above"; exit 1; }
 log "ready: $VENV"

@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..capabilities import autocast_dtype, is_compiling, is_exporting
+
 #: ``ffn_chunk_tokens='auto'``: chunk size used where chunking pays (CPU inference).
 AUTO_FFN_CHUNK_TOKENS = 4096
 #: Most query groups ever used; beyond this the k/v copies outweigh the gain.
@@ -130,7 +132,7 @@ def attention_query_groups(device: torch.device, dtype: torch.dtype, batch: int,
         The number of groups; 1 runs the attention as one call.
     """
     del dtype  # see Args
-    if torch.compiler.is_exporting():
+    if is_exporting():
         return max(1, EXPORT_ATTENTION_WORK // heads)
     if not needs_grad:
         return 1
@@ -159,7 +161,7 @@ def grouped_attention(q: Tensor, k: Tensor, v: Tensor, groups: int,
     """
     b, n, heads, d = q.shape
     # Exporting, n is symbolic: pad and cut unconditionally (a test on n would pin it).
-    exporting = torch.compiler.is_exporting()
+    exporting = is_exporting()
     if groups > 1:
         pad = -n % groups
         if exporting or pad:
@@ -194,7 +196,7 @@ def _pooling_matrix(size, out: int, like: Tensor) -> Tensor:
 def adaptive_avg_pool2d(x: Tensor, size: int) -> Tensor:
     """:func:`torch.nn.functional.adaptive_avg_pool2d` to ``size x size``; while exporting,
     as products with pooling matrices of the symbolic grid (see the module docstring)."""
-    if not torch.compiler.is_exporting():
+    if not is_exporting():
         return F.adaptive_avg_pool2d(x, size)
     rows = _pooling_matrix(x.shape[-2], size, x)
     cols = _pooling_matrix(x.shape[-1], size, x)
@@ -279,10 +281,10 @@ def linear_gelu_linear(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
     """``linear(gelu(linear(x, w1, b1)), w2, b2)`` for training, with the lean backward of
     :class:`_LinearGeluLinear`, under autocast as well as in full precision."""
     device = x.device.type
-    if torch.is_autocast_enabled(device):
+    dtype = autocast_dtype(device)
+    if dtype is not None:
         # Cast as autocast would for linear; the casts are on the tape, so gradients still
         # reach the fp32 parameters and input in their own dtype.
-        dtype = torch.get_autocast_dtype(device)
         with torch.autocast(device, enabled=False):
             return _LinearGeluLinear.apply(x.to(dtype), w1.to(dtype), b1.to(dtype),
                                            w2.to(dtype), b2.to(dtype))
@@ -334,7 +336,7 @@ class FiniteInputCheck:
         self._pending: Deque[Tuple['torch.cuda.Event', Tensor, int]] = collections.deque()
 
     def __call__(self, x: Tensor) -> None:
-        if torch.compiler.is_compiling():
+        if is_compiling():
             return
         if x.device.type != 'cuda':
             if not torch.isfinite(x).all():

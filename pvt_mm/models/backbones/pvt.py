@@ -10,6 +10,7 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 
+from ...capabilities import is_exporting
 from .. import ops
 from ..layers import HW, EncoderLayer, PatchEmbed
 from .pvt_convert import load_pretrained
@@ -195,7 +196,7 @@ class PVTStage(nn.Module):
             raise ValueError('This stage has no position embedding (PVT v2).')
         # While exporting (ONNX), always interpolate: the shortcut would guard on the grid
         # size and pin the exported graph to it (interpolating to the stored size is exact).
-        if not torch.compiler.is_exporting() and tuple(hw) == self.pos_grid:
+        if not is_exporting() and tuple(hw) == self.pos_grid:
             return self.pos_embed
         prefix = self.pos_embed[:, :self.num_prefix_tokens]
         grid = self.pos_embed[:, self.num_prefix_tokens:]
