@@ -17,7 +17,7 @@ Decided here:
   older torch lacks ``safe_globals`` (2.5) / ``(obj, name)`` entries (2.6) / ``add_safe_globals``
   (2.4), so the same allow-list is enforced by a restricted unpickler
   (:class:`_RestrictedUnpickler`).
-* :data:`ONNX_EXPORT`, :data:`SAFE_GLOBALS`: features with a minimum version.
+* :data:`ONNX_EXPORT`, :data:`COMPILE`, :data:`SAFE_GLOBALS`: features with a minimum version.
 """
 import pickle
 import re
@@ -68,6 +68,13 @@ ONNX_EXPORT = Feature(
     'ONNX export (the dynamo exporter at opset 23)', (2, 9),
     'install the pinned stack (bash tools/setup_env.sh: torch 2.14.1) in a separate '
     'environment for exporting; the exported file then runs anywhere ONNX Runtime does')
+#: ``--compile``: torch.compile of a whole mmengine model's train / test step. torch 2.1.2's
+#: dynamo fails on mmpretrain's data preprocessor (``stack_batch``); 2.14.1 is the oldest
+#: release it was tested to work on.
+COMPILE = Feature(
+    '--compile (torch.compile of the whole model)', (2, 14),
+    'drop --compile (eager mode computes the same results), or use the pinned stack '
+    '(bash tools/setup_env.sh: torch 2.14.1)')
 #: ``torch.serialization.add_safe_globals`` with ``(callable, 'module.name')`` entries.
 SAFE_GLOBALS = Feature('allow-listed globals for torch.load(weights_only=True)', (2, 6),
                        'nothing: pvt_mm enforces the same allow-list itself')
@@ -229,7 +236,7 @@ def allow_globals_process_wide(entries: Iterable) -> None:
 
 
 __all__ = [
-    'TORCH', 'Feature', 'CapabilityError', 'ONNX_EXPORT', 'SAFE_GLOBALS', 'require',
+    'TORCH', 'Feature', 'CapabilityError', 'ONNX_EXPORT', 'COMPILE', 'SAFE_GLOBALS', 'require',
     'is_compiling', 'is_exporting', 'autocast_dtype', 'weights_only_load',
     'allow_globals_process_wide',
 ]

@@ -16,7 +16,7 @@ from typing import Any, Optional, Tuple
 import torch
 import torch.distributed as dist
 
-from .capabilities import allow_globals_process_wide
+from .capabilities import COMPILE, allow_globals_process_wide, require
 from .checkpoint import mmengine_safe_globals
 
 
@@ -125,7 +125,12 @@ def use_compile(cfg) -> None:
     is kept: it holds ``torch.compile``'s arguments. The PVT backbone compiles without graph
     breaks in training and inference; detector heads and post-processing may still break
     the graph, which only costs speed.
+
+    Raises:
+        CapabilityError: the installed torch cannot compile the model
+            (:data:`pvt_mm.capabilities.COMPILE`).
     """
+    require(COMPILE)
     if not isinstance(cfg.get('compile'), dict):
         cfg.compile = True
 

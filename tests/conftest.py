@@ -29,6 +29,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
+# The deployment tests need the exporter (the pinned stack, with the deploy extra); the
+# oldest stack runs the compatibility subset, which has no deployment test.
+from pvt_mm.capabilities import COMPILE, ONNX_EXPORT  # noqa: E402
+
+collect_ignore = [] if ONNX_EXPORT.available else ['test_deploy.py']
+
 
 @dataclass
 class ToolRun:
@@ -61,7 +67,9 @@ def run_tool(args: Sequence, *, timeout: float = 900, check: bool = True,
         cmd.insert(0, PYTHON)
     elif cmd[0].endswith('.sh'):
         cmd.insert(0, 'bash')
-    full_env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1', **(env or {}))
+    # PYTHON: the launch scripts (tools/_python.sh) run this interpreter, i.e. this stack.
+    full_env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1', PYTHON=PYTHON,
+                    **(env or {}))
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=full_env,
                           timeout=timeout)
     result = ToolRun(proc.returncode, proc.stdout, proc.stderr)
@@ -69,6 +77,65 @@ def run_tool(args: Sequence, *, timeout: float = 900, check: bool = True,
         assert result.returncode == 0, (f'{" ".join(cmd[1:3])} exited {result.returncode}:\n'
                                         + result.stdout[-4000:] + result.stderr[-4000:])
     return result
+
+
+def cross_stack_python() -> Optional[str]:
+    """The other stack's interpreter, for checks that one stack reads what the other wrote.
+
+    ``tools/run_tests.sh`` sets ``PVT_MM_CROSS_PYTHON`` (the oldest stack's python for the
+    main suite, the pinned one's for the compatibility subset). Without it (pytest run by
+    hand) the cross-stack half of those tests is left out, with a warning.
+    """
+    python = os.environ.get('PVT_MM_CROSS_PYTHON')
+    if not python:
+        import warnings
+        warnings.warn('cross-stack check left out: PVT_MM_CROSS_PYTHON is unset '
+                      '(tools/run_tests.sh sets it)')
+        return None
+    if not os.access(python, os.X_OK):
+        raise AssertionError(f'PVT_MM_CROSS_PYTHON={python!r} is not an interpreter; run '
+                             'tools/setup_env.sh for both stacks (tools/run_tests.sh does).')
+    return python
+
+
+def evaluate_on_both_stacks(config: str, checkpoint: Path, work: Path,
+                            options: Sequence[str] = ()) -> Tuple[dict, dict]:
+    """``tools/test.py`` on this stack and on the other one (:func:`cross_stack_python`),
+    each dumping its detections.
+
+    Returns:
+        ``(this, other)``: each ``{'metrics': test_metrics.json, 'preds': the --out dump}``;
+        ``other`` is ``None`` when no other stack is named.
+    """
+    import pickle
+    results = []
+    other = cross_stack_python()
+    for name, python in (('this', PYTHON), ('other', other)):
+        if python is None:
+            results.append(None)
+            continue
+        out = work / name
+        args = [python, 'tools/test.py', config, checkpoint, '--work-dir', out,
+                '--out', out / 'preds.pkl']
+        run_tool(args + (['--cfg-options', *options] if options else []), env=cpu_only(), timeout=900)
+        with open(out / 'preds.pkl', 'rb') as f:
+            preds = pickle.load(f)
+        results.append({'metrics': json.loads((out / 'test_metrics.json').read_text()),
+                        'preds': preds})
+    return results[0], results[1]
+
+
+def assert_same_detections(a: list, b: list, score_tol: float = 1e-3, box_tol: float = 0.05) -> None:
+    """Two ``--out`` dumps of the same images agree: every image has detections on both
+    sides, and its best detection (label, score, box) is the same."""
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b):
+        px, py = x['pred_instances'], y['pred_instances']
+        assert len(px['scores']) > 0 and len(py['scores']) > 0, 'nothing to compare'
+        i, j = int(px['scores'].argmax()), int(py['scores'].argmax())
+        assert int(px['labels'][i]) == int(py['labels'][j])
+        assert abs(float(px['scores'][i]) - float(py['scores'][j])) <= score_tol
+        assert (px['bboxes'][i] - py['bboxes'][j]).abs().max() <= box_tol
 
 
 def cpu_only(env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
@@ -233,8 +300,11 @@ def trained_classifier(imagenet_root, tmp_path_factory) -> TrainedModel:
                       '--cfg-options', *options],
                      env=cpu_only(dict(PORT=str(30500 + os.getpid() % 1000)))).output
     checkpoint = work / 'epoch_1.pth'
+    # --compile where this torch can (pvt_mm.capabilities.COMPILE; test_compat checks the
+    # refusal elsewhere).
+    compile_args = ['--compile'] if COMPILE.available else []
     test = run_tool(['tools/test.py', CLS_TINY_CONFIG, checkpoint, '--work-dir', work / 'test',
-                     '--compile', '--out', work / 'preds.pkl', '--cfg-options', *options,
+                     *compile_args, '--out', work / 'preds.pkl', '--cfg-options', *options,
                      'compile.backend=eager'], timeout=600, env=dict(TORCH_LOGS='dynamo')).output
     metrics = json.loads((work / 'test' / 'test_metrics.json').read_text())
     return TrainedModel(work, checkpoint, train, test, metrics, work / 'preds.pkl')

@@ -38,6 +38,7 @@ def _loaded(path, **kwargs):
 
 
 @pytest.mark.parametrize('size', [(224, 224), (256, 320), (401, 599)])
+@pytest.mark.compat
 def test_official_weights_reproduce_official_features(official_tiny, official_tiny_file, size):
     model = _loaded(official_tiny_file, arch='tiny')
     x = torch.randn(2, 3, *size)
@@ -133,6 +134,7 @@ def test_classification_checkpoint_loads_as_dense_backbone(tmp_path, official_ti
     torch.testing.assert_close(dense.stages[3].pos_embed, classifier.stages[3].pos_embed[:, 1:])
 
 
+@pytest.mark.compat
 def test_bad_input_checkpoint_of_another_variant_names_the_keys(tmp_path, official_tiny_file):
     with pytest.raises(CheckpointError, match=r'(?s)PVT-small.*PVT-tiny.*missing backbone keys.*stages\.0\.layers\.2'):
         _loaded(official_tiny_file, arch='small')
@@ -184,6 +186,7 @@ class _Payload:
         return (os.system, (f'touch {self.marker}',))
 
 
+@pytest.mark.compat
 def test_crafted_pickle_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / 'payload_ran'
     path = tmp_path / 'evil.pth'
@@ -205,6 +208,7 @@ def test_safetensors_input(tmp_path, official_tiny):
             torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.compat
 def test_mmengine_training_checkpoint_reads_with_weights_only(tmp_path, official_tiny_file):
     import numpy as np
     from mmengine.logging import MessageHub
@@ -218,6 +222,7 @@ def test_mmengine_training_checkpoint_reads_with_weights_only(tmp_path, official
     _loaded(path, arch='tiny')
 
 
+@pytest.mark.compat
 def test_converter_tool(tmp_path, official_tiny, official_tiny_file):
     out = tmp_path / 'converted.pth'
     run_tool(['tools/model_converters/pvt_official_to_mm.py', official_tiny_file, out])

@@ -13,6 +13,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from pvt_mm.capabilities import COMPILE
+
 from .conftest import (CLS_TINY_CONFIG, REPO, build_from_config, imagenet_options,
                        predict_random_image, run_tool)
 from .official_pvt_v2 import OfficialPVTv2
@@ -144,6 +146,7 @@ def test_generated_data_is_imagenet_layout(imagenet_root):
     assert all(p.suffix == '.JPEG' for p in (imagenet_root / 'val').iterdir())
 
 
+@pytest.mark.compat
 def test_dist_train_two_cpu_processes_reports_top1(trained_classifier):
     work, out = trained_classifier.work, trained_classifier.train_output
     assert 'Distributed launcher: pytorch' in out and 'Distributed training: True' in out
@@ -183,14 +186,16 @@ def _top1(imagenet_root: Path, checkpoint: Optional[Path]) -> float:
     return 100.0 * right / total
 
 
+@pytest.mark.compat
 def test_test_tool_reports_top1(trained_classifier, imagenet_root):
     """Also ``--compile``: mmengine 0.10.7 compiles only in train(), tools/test.py compiles
     the test_step its test loop calls; dynamo's log shows it traced (backend 'eager' from
     the fixture's options: tracing without code generation, about 15 s here)."""
     run = trained_classifier
     work, out = run.work, run.test_output
-    assert re.search(r'torchdynamo start tracing test_step \S*mmengine/model/base_model/', out), \
-        out[-3000:]
+    if COMPILE.available:  # the fixture compiled where this torch can
+        assert re.search(r'torchdynamo start tracing test_step \S*mmengine/model/base_model/', out), \
+            out[-3000:]
     top1 = run.metrics['accuracy/top1']
     assert re.search(rf'accuracy/top1: {top1:.4f}', out), out[-2000:]
     # It is the accuracy of the checkpoint's predictions, and above what an untrained

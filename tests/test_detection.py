@@ -13,7 +13,8 @@ from mmengine.config import Config
 
 from pvt_mm.models.backbones.pvt import V2_ARCHS
 
-from .conftest import (REPO, build_from_config, cpu_only, no_worker_options, predict_random_image,
+from .conftest import (REPO, assert_same_detections, build_from_config, cpu_only,
+                       evaluate_on_both_stacks, no_worker_options, predict_random_image,
                        run_tool, shapes_options)
 
 # Paper Tables 3 and 4 (M parameters of the whole detector).
@@ -258,6 +259,7 @@ def test_resume_continues_from_the_saved_iteration(shapes_root, tmp_path):
     assert 'Weights only load failed' not in out
 
 
+@pytest.mark.compat
 def test_dist_train_two_cpu_processes(shapes_root, tmp_path):
     work = tmp_path / 'ddp'
     options = shapes_options(shapes_root) + no_worker_options('train_dataloader', 'val_dataloader') + [
@@ -273,3 +275,12 @@ def test_dist_train_two_cpu_processes(shapes_root, tmp_path):
     assert re.search(r'Epoch\(train\) +\[1\]\[2/2\]', out), out[-3000:]
     assert (work / 'epoch_1.pth').is_file()
     assert re.search(r'coco/bbox_mAP: \d\.\d+', out)  # evaluated (-1.0: nothing was)
+    # tools/test.py on this stack and on the other one (the oldest / the pinned): a
+    # checkpoint trained on either is read and scored the same by both.
+    this, other = evaluate_on_both_stacks(FAMILY_CONFIGS['retinanet'], work / 'epoch_1.pth',
+                                          tmp_path / 'test', options)
+    ap = this['metrics']['coco/bbox_mAP']
+    assert ap >= 0
+    if other is not None:
+        assert abs(ap - other['metrics']['coco/bbox_mAP']) <= 0.002, (this, other)
+        assert_same_detections(this['preds'], other['preds'])

@@ -6,7 +6,8 @@ import re
 import pytest
 import torch
 
-from .conftest import MAIN_JOB_AP_FLOOR, build_from_config, run_tool
+from .conftest import (MAIN_JOB_AP_FLOOR, assert_same_detections, build_from_config,
+                       evaluate_on_both_stacks, run_tool)
 
 CONFIG = 'configs/retinanet/pvtv2_b0_fpn_shapes.py'
 # The main job (the session fixture `main_job` in conftest.py) is measured to score ~0.6
@@ -49,3 +50,19 @@ def test_untrained_detector_stays_below_the_floor(main_job, tmp_path, checkpoint
     assert metrics['coco/bbox_mAP'] < UNTRAINED_CEILING
     assert (torch_home / 'hub' / 'checkpoints' / 'untrained.pth').is_file()
     assert checkpoint_server.requests == ['/untrained.pth']  # mmengine read our download
+
+
+def test_main_job_checkpoint_scores_the_same_on_the_other_stack(main_job, tmp_path):
+    """The main job's checkpoint (trained on this stack) evaluated by tools/test.py here and
+    on the other supported stack (tools/run_tests.sh names it): the same COCO AP within
+    0.002 and the same best detection per held-out image."""
+    work, result = main_job
+    assert result.returncode == 0
+    checkpoint = work / (work / 'last_checkpoint').read_text().strip().split('/')[-1]
+    this, other = evaluate_on_both_stacks(CONFIG, checkpoint, tmp_path)
+    ap = json.loads((work / 'test' / 'test_metrics.json').read_text())['coco/bbox_mAP']
+    assert this['metrics']['coco/bbox_mAP'] == pytest.approx(ap, abs=1e-4)
+    if other is None:
+        return
+    assert abs(other['metrics']['coco/bbox_mAP'] - ap) <= 0.002, (ap, other['metrics'])
+    assert_same_detections(this['preds'], other['preds'])

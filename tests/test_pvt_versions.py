@@ -67,6 +67,7 @@ def test_parameter_counts_match_the_official_models(arch):
 
 
 @pytest.mark.parametrize('arch', ALL)
+@pytest.mark.compat
 def test_pyramid_shapes_at_odd_sizes(arch):
     model = _cls(arch)(arch=arch).eval()
     table = ARCH_ZOO[arch]
@@ -254,6 +255,7 @@ def test_v2_state_dict_round_trips_to_the_official_names():
     assert list(convert_official_keys(names)) == list(model.state_dict())
 
 
+@pytest.mark.compat
 def test_v2_checkpoint_of_another_variant_is_a_strict_report(tmp_path):
     from pvt_mm.checkpoint import CheckpointError
     torch.manual_seed(0)
@@ -267,6 +269,7 @@ def test_v2_checkpoint_of_another_variant_is_a_strict_report(tmp_path):
         li.init_weights()
 
 
+@pytest.mark.compat
 def test_converter_tool_converts_v2(tmp_path):
     from .conftest import run_tool
     torch.manual_seed(0)

@@ -8,6 +8,8 @@ import pytest
 
 from .conftest import run_tool
 
+pytestmark = pytest.mark.compat
+
 HEADER = "custom_imports = dict(imports=['pvt_mm'], allow_failed_imports=False)\n"
 
 CONFIGS = {

@@ -78,6 +78,7 @@ def _kill_resume_and_compare(shapes_root, reference: Path, work: Path, device: s
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
 
 
+@pytest.mark.compat
 def test_resume_after_sigkill_matches_uninterrupted_run(shapes_root, uninterrupted, tmp_path):
     _kill_resume_and_compare(shapes_root, uninterrupted, tmp_path / 'killed', 'cpu')
 
@@ -156,6 +157,7 @@ def _crafted_checkpoint(path: Path, marker: Path) -> None:
     torch.save({'meta': {'epoch': 1, 'iter': 2}, 'state_dict': {}, 'x': Payload()}, path)
 
 
+@pytest.mark.compat
 def test_crafted_pickle_refused_by_resume_load_from_and_test(shapes_root, tmp_path):
     marker = tmp_path / 'payload_ran'
     evil = tmp_path / 'epoch_1.pth'

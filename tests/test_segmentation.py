@@ -203,6 +203,7 @@ def _untrained_pixel_accuracy(ade_root) -> float:
     return 100.0 * right / total
 
 
+@pytest.mark.compat
 def test_semantic_fpn_trains_and_reports_miou(trained_segmentor, ade_root):
     run = trained_segmentor
     out = run.train_output

@@ -47,6 +47,7 @@ def trained(shapes_root, tmp_path_factory):
 
 
 # ------------------------------------------------------------------ tools/demo.py
+@pytest.mark.compat
 def test_demo_draws_detections_on_a_folder(trained, shapes_root, tmp_path, checkpoint_server,
                                            torch_home):
     """Also the checkpoint-URL path: the detector is served over http, downloaded once into

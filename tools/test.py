@@ -20,6 +20,7 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from pvt_mm.capabilities import CapabilityError
 from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint, local_checkpoint_path
 from pvt_mm.evaluation import build_dump_metric
 from pvt_mm.runtime import (add_custom_hooks, add_runner_arguments, allow_mmengine_checkpoints,
@@ -65,6 +66,11 @@ def main() -> None:
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     except FileNotFoundError as exc:
         sys.exit(f'error: {exc}')
+    if args.compile:
+        try:
+            use_compile(cfg)
+        except CapabilityError as exc:
+            sys.exit(f'error: {exc}')
     allow_mmengine_checkpoints()
     try:  # fail early and safely (weights_only) on a missing, damaged or hostile file
         checkpoint = local_checkpoint_path(args.checkpoint)
@@ -78,8 +84,6 @@ def main() -> None:
         sys.exit(f'error: {exc}')
     if args.show_dir:
         enable_drawing(cfg, args.show_dir)
-    if args.compile:
-        use_compile(cfg)
     # GPU input checks still in flight when the test ends are read (pvt_mm.engine).
     add_custom_hooks(cfg, ('FiniteInputHook', ))
     init_distributed(cfg, args.launcher)

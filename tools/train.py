@@ -20,6 +20,7 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from pvt_mm.capabilities import CapabilityError
 from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint, local_checkpoint_path
 from pvt_mm.engine import find_resumable_checkpoint, use_atomic_checkpoints
 from pvt_mm.runtime import (AMP_DTYPES, add_custom_hooks, add_runner_arguments,
@@ -61,7 +62,10 @@ def build_config(args: argparse.Namespace) -> Config:
         except ValueError as exc:
             sys.exit(f'error: {exc}')
     if args.compile:
-        use_compile(cfg)
+        try:
+            use_compile(cfg)
+        except CapabilityError as exc:
+            sys.exit(f'error: {exc}')
     if args.auto_scale_lr:
         if not cfg.get('auto_scale_lr', {}).get('base_batch_size'):
             sys.exit('error: --auto-scale-lr needs auto_scale_lr.base_batch_size in the config')

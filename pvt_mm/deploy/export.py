@@ -16,7 +16,6 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from ..capabilities import ONNX_EXPORT, CapabilityError, require
 from ..fileio import replaced_atomically
 from .attention import attention_translations
 from .graphs import (SUPPORTED, BackboneGraph, ClassifierGraph, DeployError, RetinaNetGraph,
@@ -153,10 +152,6 @@ def export_onnx(model: nn.Module, out: Union[str, Path], part: str = 'model',
     Returns:
         The path written.
     """
-    try:
-        require(ONNX_EXPORT)
-    except CapabilityError as exc:
-        raise DeployError(str(exc)) from exc
     out = Path(out)
     translations = {**TRANSLATIONS, **attention_translations(attention)}
     if out.suffix != '.onnx':
