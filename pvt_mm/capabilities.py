@@ -21,6 +21,7 @@ Decided here:
 """
 import pickle
 import re
+import sys
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
@@ -91,6 +92,14 @@ def require(feature: Feature) -> None:
         raise CapabilityError(
             f'{feature.name} needs torch >= {feature.minimum[0]}.{feature.minimum[1]}; this '
             f'environment has torch {torch.__version__}. To use it, {feature.instead}.')
+
+
+def exit_unless(feature: Feature) -> None:
+    """For command-line tools: :func:`require`, exiting with its message (no traceback)."""
+    try:
+        require(feature)
+    except CapabilityError as exc:
+        sys.exit(f'error: {exc}')
 
 
 # --------------------------------------------------------------------------- tracing state
@@ -237,6 +246,7 @@ def allow_globals_process_wide(entries: Iterable) -> None:
 
 __all__ = [
     'TORCH', 'Feature', 'CapabilityError', 'ONNX_EXPORT', 'COMPILE', 'SAFE_GLOBALS', 'require',
+    'exit_unless',
     'is_compiling', 'is_exporting', 'autocast_dtype', 'weights_only_load',
     'allow_globals_process_wide',
 ]

@@ -238,6 +238,8 @@ def versions() -> dict:
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    from pvt_mm.capabilities import ONNX_EXPORT, exit_unless
+    exit_unless(ONNX_EXPORT)  # pvt_mm.deploy needs the exporter's torch
     if args.openvino:
         try:
             import openvino  # noqa: F401

@@ -21,6 +21,9 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import torch
 
+from pvt_mm.capabilities import ONNX_EXPORT, exit_unless
+
+exit_unless(ONNX_EXPORT)  # before pvt_mm.deploy, which needs the exporter's torch
 from pvt_mm.deploy import build_graph, export_onnx, load_model, verify_onnx
 from pvt_mm.models.backbones.pvt import V1_ARCHS, V2_ARCHS
 

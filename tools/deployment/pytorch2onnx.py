@@ -18,6 +18,9 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 from mmengine.config import DictAction
 
+from pvt_mm.capabilities import ONNX_EXPORT, exit_unless
+
+exit_unless(ONNX_EXPORT)  # before pvt_mm.deploy, which needs the exporter's torch
 from pvt_mm.deploy import (ATTENTION_MODES, DEFAULT_OPSET, PARTS, DeployError, build_graph, export_onnx,
                            load_model, verify_onnx)
 

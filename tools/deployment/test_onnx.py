@@ -18,6 +18,9 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 from mmengine.config import DictAction
 from mmengine.runner import Runner
 
+from pvt_mm.capabilities import ONNX_EXPORT, exit_unless
+
+exit_unless(ONNX_EXPORT)  # before pvt_mm.deploy, which needs the exporter's torch
 from pvt_mm.deploy import DeployError
 from pvt_mm.deploy.evaluate import ORTModel
 from pvt_mm.evaluation import build_dump_metric
