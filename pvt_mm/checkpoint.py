@@ -59,8 +59,13 @@ def mmengine_safe_globals() -> list:
         'float16', 'float32', 'float64', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint32',
         'uint64', 'bool')]
     from codecs import encode  # numpy pickles raw array bytes through codecs.encode
+    # numpy 2 moved numpy.core to numpy._core: a checkpoint names its helpers by the module
+    # of the numpy that wrote it, so both spellings are allowed (a checkpoint of the oldest
+    # stack, numpy 1.26, loads on the pinned one, numpy 2, and back).
+    aliases = [(obj, f'{module}.multiarray.{obj.__name__}')
+               for module in ('numpy.core', 'numpy._core') for obj in (_reconstruct, scalar)]
     return [HistoryBuffer, _reconstruct, scalar, np.ndarray, np.dtype, encode, *dtype_classes,
-            (_history_buffer_getattr, 'builtins.getattr'),
+            *aliases, (_history_buffer_getattr, 'builtins.getattr'),
             (_history_buffer_getattr, '__builtin__.getattr')]
 
 
@@ -138,6 +143,14 @@ def local_checkpoint_path(path: str) -> str:
     return cached
 
 
+def _refusal_detail(exc: Exception) -> str:
+    """The line of an unpickling refusal that names the global (torch words it over several
+    lines, and its last one is a link)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if 'global' in line.lower()]
+    return (named or lines or [type(exc).__name__])[0]
+
+
 def read_checkpoint(path: str, map_location: str = 'cpu') -> dict:
     """Safely read a checkpoint (``.pth`` via ``weights_only=True``, or safetensors).
 
@@ -180,7 +193,7 @@ def read_checkpoint(path: str, map_location: str = 'cpu') -> dict:
                 f'Refused to load {path!r}: it holds Python objects outside the allow-list of '
                 'tensors and mmengine/numpy state, which could run code on load. pvt_mm only '
                 'loads checkpoints with torch.load(weights_only=True). Re-save the weights as a '
-                f'plain state_dict from a trusted source. Detail: {str(exc).splitlines()[-1]}'
+                f'plain state_dict from a trusted source. Detail: {_refusal_detail(exc)}'
             ) from exc
         raise CheckpointError(f'{path!r} is not a PyTorch checkpoint ({exc}).') from exc
     except Exception as exc:  # torch raises many types for a damaged file

@@ -16,7 +16,7 @@ from pvt_mm import capabilities
 from pvt_mm.capabilities import CapabilityError, Feature, require
 from pvt_mm.checkpoint import CheckpointError, read_checkpoint
 
-from .conftest import PYTHON, REPO, run_tool
+from .conftest import PYTHON, cross_stack_python, run_tool
 
 pytestmark = pytest.mark.compat
 
@@ -143,3 +143,23 @@ def test_compile_gate_is_a_clear_cli_error(tool, tmp_path):
     assert 'error: --compile (torch.compile of the whole model) needs torch >= ' in result.stderr, \
         result.stderr[-2000:]
     assert not (tmp_path / 'work').exists() or not list((tmp_path / 'work').rglob('*.pth'))
+
+
+def test_training_state_written_by_the_other_stack_loads_here(tmp_path):
+    """numpy 1.26 (oldest stack) and numpy 2 (pinned) name their pickling helpers from
+    different modules; mmengine checkpoints hold numpy state, so either stack's must load on
+    the other through the safe read."""
+    other = cross_stack_python()
+    if other is None:
+        return
+    path = tmp_path / 'other.pth'
+    run_tool([other, '-c', '\n'.join([
+        'import sys, numpy as np, torch',
+        'from mmengine.logging import MessageHub',
+        "hub = MessageHub.get_instance('other'); hub.update_scalar('loss', np.float64(1.5))",
+        "torch.save({'meta': {'seed': np.int64(3), 'np_rng': np.random.get_state()},",
+        "            'message_hub': hub.state_dict(), 'state_dict': {'w': torch.ones(2)}}, sys.argv[1])",
+    ]), path])
+    ckpt = read_checkpoint(str(path))
+    assert ckpt['meta']['seed'] == 3 and ckpt['meta']['np_rng'][1].shape == (624, )
+    torch.testing.assert_close(ckpt['state_dict']['w'], torch.ones(2))
