@@ -82,6 +82,17 @@ def write_atomically(out: str, name: str, write: Callable[[str], str]) -> str:
     return summary
 
 
+def build_parser(spec: ToyDataset) -> argparse.ArgumentParser:
+    """The command line of ``spec``'s generator."""
+    parser = argparse.ArgumentParser(description=spec.description)
+    parser.add_argument('--out', default=f'data/{spec.name}')
+    parser.add_argument('--train', type=int, default=spec.default_train, help=spec.train_help)
+    parser.add_argument('--val', type=int, default=spec.default_val, help=spec.val_help)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--force', action='store_true', help='regenerate even if it exists')
+    return parser
+
+
 def generator_main(spec: ToyDataset, argv: Optional[List[str]] = None) -> int:
     """The command line of every toy data set generator.
 
@@ -92,12 +103,7 @@ def generator_main(spec: ToyDataset, argv: Optional[List[str]] = None) -> int:
     Returns:
         The exit status (0; bad arguments exit through argparse with status 2).
     """
-    parser = argparse.ArgumentParser(description=spec.description)
-    parser.add_argument('--out', default=f'data/{spec.name}')
-    parser.add_argument('--train', type=int, default=spec.default_train, help=spec.train_help)
-    parser.add_argument('--val', type=int, default=spec.default_val, help=spec.val_help)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--force', action='store_true', help='regenerate even if it exists')
+    parser = build_parser(spec)
     args = parser.parse_args(argv)
     if args.train < 1 or args.val < 1:
         parser.error('--train and --val must be at least 1')

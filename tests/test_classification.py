@@ -92,7 +92,7 @@ def test_config_builds(config):
         assert cfg.auto_scale_lr.base_batch_size == 8 * cfg.train_dataloader.batch_size
         assert cfg.train_cfg.max_epochs == 300 and cfg.param_scheduler[-1].end == 300
         test = {t['type']: t for t in cfg.test_dataloader.dataset.pipeline}
-        assert test['ResizeEdge']['scale'] == 248 and test['ResizeEdge']['edge'] == 'short'
+        assert test['ResizeEdge']['scale'] == 256 and test['ResizeEdge']['edge'] == 'short'
         assert test['CenterCrop']['crop_size'] == 224
         assert cfg.model.backbone.init_cfg is None  # from scratch, as the paper
 

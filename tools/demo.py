@@ -29,7 +29,8 @@ class DemoError(Exception):
     """Bad input: reported as a one-line error, no traceback."""
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description='Draw the predictions of a PVT model')
     parser.add_argument('input', help='image file, directory of images, or video file')
@@ -44,6 +45,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='segmentation: opacity of the drawn map')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='override config settings, e.g. model.test_cfg.score_thr=0.05')
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     return parser.parse_args(argv)
 
 

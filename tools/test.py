@@ -28,7 +28,8 @@ from pvt_mm.runtime import (add_custom_hooks, add_runner_arguments, allow_mmengi
                             parse_runner_arguments, shutdown_distributed, use_compile)
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description='Test a model with a PVT backbone')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file or http(s) URL (downloaded once '
@@ -38,6 +39,11 @@ def parse_args() -> argparse.Namespace:
                         'own dump: mmdet RLE masks, mmseg label maps; no ground truth)')
     parser.add_argument('--show-dir', help='save drawn predictions under this directory')
     add_runner_arguments(parser, cfg_example='test_dataloader.batch_size=2')
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    parser = build_parser()
     args = parse_runner_arguments(parser)
     if args.out and not args.out.endswith(('.pkl', '.pickle')):
         sys.exit('error: --out must end with .pkl or .pickle')

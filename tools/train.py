@@ -34,7 +34,8 @@ from pvt_mm.runtime import (AMP_DTYPES, add_custom_hooks, add_runner_arguments,
 SAFETY_HOOKS = ('RNGStateHook', 'FiniteLossHook', 'FiniteInputHook')
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description='Train a model with a PVT backbone')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
@@ -48,6 +49,11 @@ def parse_args() -> argparse.Namespace:
                         help='resume from this checkpoint, or (no value) from the latest one '
                         'in the work dir')
     add_runner_arguments(parser, cfg_example='train_cfg.max_epochs=1')
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    parser = build_parser()
     return parse_runner_arguments(parser)
 
 

@@ -26,8 +26,12 @@ test_pipeline = [
     dict(type='CenterCrop', crop_size=64),
     dict(type='PackInputs'),
 ]
+# Plain shuffling instead of the repeated-augmentation sampler (on one process it shows
+# only a third of these few images per epoch, each three times), and fp32: this runs on CPUs.
 train_dataloader = dict(
-    batch_size=16, num_workers=1, dataset=dict(data_root=data_root, pipeline=train_pipeline))
+    batch_size=16, num_workers=1, sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(data_root=data_root, pipeline=train_pipeline))
+optim_wrapper = dict(type='OptimWrapper')
 val_dataloader = dict(
     batch_size=16, num_workers=1, dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader

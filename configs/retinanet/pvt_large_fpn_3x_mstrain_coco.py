@@ -1,2 +1,5 @@
+# No stochastic depth: the official detection backbone (`detection/pvt.py`, class
+# `pvt_large`) leaves drop-path at 0; only tiny / small set 0.1.
 _base_ = './pvt_tiny_fpn_3x_mstrain_coco.py'
-model = dict(backbone=dict(arch='large', init_cfg=dict(checkpoint={{_base_.pvt_pretrained.large}})))
+model = dict(backbone=dict(arch='large', drop_path_rate=0.0,
+                           init_cfg=dict(checkpoint={{_base_.pvt_pretrained.large}})))

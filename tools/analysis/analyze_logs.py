@@ -151,7 +151,8 @@ def plot_curve(args: argparse.Namespace) -> str:
     return args.out
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description='Analyse mmengine training logs')
     sub = parser.add_subparsers(dest='task', required=True)
     curve = sub.add_parser('plot_curve', help='plot scalars (loss, AP, mIoU, top-1) over training')
@@ -161,6 +162,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     curve.add_argument('--legend', nargs='+', help='one name per log (default: folder names)')
     curve.add_argument('--title', help='figure title')
     curve.add_argument('--out', default='curves.png', help='output image')
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     return parser.parse_args(argv)
 
 

@@ -100,7 +100,8 @@ def benchmark(calls: Dict[str, Callable[[], None]], repeat: int, warmup: int,
     return out
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='the model to benchmark (ratios are relative to it)')
     parser.add_argument('--compare', nargs='+', default=[], metavar='CONFIG',
@@ -120,6 +121,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='torch.compile the first config\'s backbone (others stay eager)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--threads', type=int, help='CPU threads (torch.set_num_threads)')
+    return parser
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = build_parser()
     return parser.parse_args(argv)
 
 

@@ -320,7 +320,8 @@ def format_table(rows: List[dict]) -> str:
     return '\n'.join(lines)
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--arch', default='small',
                         help='pvt_mm arch preset: v1 tiny/small/medium/large (vs mmdet '
@@ -343,6 +344,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory children')
     parser.add_argument('--json', help='also write all results to this JSON file')
     parser.add_argument('--memory-child', help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = build_parser()
     return parser.parse_args(argv)
 
 

@@ -23,12 +23,18 @@ def _g(value: float) -> str:
     return f'{value / 1e9:.2f}'
 
 
-def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description='FLOPs and params of a config.')
     parser.add_argument('config')
     parser.add_argument('--shape', nargs='+', type=int, default=[224, 224],
                         help='input H W (one value: square)')
     parser.add_argument('--batch', type=int, default=1)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    parser = build_parser()
     args = parser.parse_args(argv)
     shape = tuple(args.shape * 2 if len(args.shape) == 1 else args.shape[:2])
     res = analyse_config(args.config, shape, args.batch)

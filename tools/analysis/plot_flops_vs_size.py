@@ -48,12 +48,18 @@ def flops_table(sizes: List[int]) -> Dict[str, List[float]]:
     return table
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--sizes', nargs='+', type=int,
                         default=[224, 320, 448, 512, 640, 800])
     parser.add_argument('--out', default='docs/figures/flops_vs_size.png')
     parser.add_argument('--json', help='also write the numbers here')
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     table = flops_table(args.sizes)
 

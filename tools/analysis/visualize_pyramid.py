@@ -181,7 +181,8 @@ def read_image(path: str) -> np.ndarray:
         raise PyramidError(f'cannot read image {path!r}: {exc}') from None
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description='Draw the PVT feature pyramid of an image')
     parser.add_argument('image')
     parser.add_argument('config', help='any config whose model.backbone is PVT')
@@ -197,6 +198,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--reduce', choices=['pca', 'mean', 'norm'], default='pca',
                         help='how a feature map is reduced to one channel')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random initialisation')
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     return parser.parse_args(argv)
 
 

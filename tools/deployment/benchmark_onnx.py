@@ -41,7 +41,8 @@ OPENVINO_HELP = ('--openvino needs OpenVINO 2026.4 or newer: pip install "openvi
                  "(2025.3 cannot read opset 23's Attention op)")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description='ONNX Runtime vs PyTorch on the CPU')
     parser.add_argument('config')
     parser.add_argument('--shape', type=int, nargs=2, default=(512, 512), metavar=('H', 'W'))
@@ -64,6 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--openvino', action='store_true',
                         help='also time OpenVINO on the same file (pip install openvino)')
     parser.add_argument('--child', help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
     return parser.parse_args(argv)
 
 

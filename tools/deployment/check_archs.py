@@ -40,7 +40,8 @@ def _shape(text: str) -> tuple:
     return h, w
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description='Export and check every PVT backbone preset')
     parser.add_argument('--archs', nargs='+', default=list(V1_ARCHS + V2_ARCHS),
                         choices=V1_ARCHS + V2_ARCHS, metavar='ARCH',
@@ -51,6 +52,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--export-shape', type=_shape, default=(224, 224),
                         help='example size used for the export')
     parser.add_argument('--json', help='write the results to this file')
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    parser = build_parser()
     return parser.parse_args()
 
 

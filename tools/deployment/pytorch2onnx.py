@@ -25,7 +25,8 @@ from pvt_mm.deploy import (ATTENTION_MODES, DEFAULT_OPSET, PARTS, DeployError, b
                            load_model, verify_onnx)
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description='Export a pvt_mm model to ONNX')
     parser.add_argument('config', help='config file')
     parser.add_argument('--checkpoint', help='weights (default: the config\'s initialisation)')
@@ -44,6 +45,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. model.backbone.arch=b2_li')
     parser.add_argument('--verbose', action='store_true', help="print the exporter's steps")
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    parser = build_parser()
     return parser.parse_args()
 
 

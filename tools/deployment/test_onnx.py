@@ -27,7 +27,8 @@ from pvt_mm.evaluation import build_dump_metric
 from pvt_mm.runtime import check_datasets, load_config
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description='Evaluate an ONNX file with ONNX Runtime')
     parser.add_argument('config', help='the config the file was exported from')
     parser.add_argument('onnx', help='the .onnx file (exported with --part model)')
@@ -36,6 +37,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--threads', type=int, help='ONNX Runtime threads (default: torch\'s)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. test_dataloader.batch_size=2')
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    parser = build_parser()
     return parser.parse_args()
 
 

@@ -27,7 +27,8 @@ def config_classes(config: str):
     return (loader.dataset.get('metainfo') or {}).get('classes')
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('ann_file')
     parser.add_argument('preds')
@@ -39,6 +40,11 @@ def main() -> int:
     parser.add_argument('--title', default='')
     parser.add_argument('--config', help='the config that made the predictions: its test '
                         "dataset's metainfo classes name the labels")
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     try:
         classes = config_classes(args.config) if args.config else None

@@ -11,12 +11,18 @@ import sys
 from PIL import Image
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('src_dir')
     parser.add_argument('out')
     parser.add_argument('--num', type=int, default=4)
     parser.add_argument('--cols', type=int, default=2)
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     if not os.path.isdir(args.src_dir):
         sys.exit(f'error: {args.src_dir!r} is not a directory')

@@ -12,6 +12,7 @@ data by changing ``data_root`` only. Each 160x120 scene is sky over wall over fl
 tree, a car and a person drawn in, region boundaries left as 0. Generation is deterministic
 for a given seed, and the output appears atomically (temporary folder, then rename).
 """
+import argparse
 import os
 import os.path as osp
 import sys
@@ -19,7 +20,7 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pvt_mm.toy_data import ToyDataset, generator_main
+from pvt_mm.toy_data import ToyDataset, build_parser as toy_parser, generator_main
 
 WIDTH, HEIGHT = 160, 120
 # ADE20K raw ids (1-based index into mmseg's ADE20KDataset.METAINFO['classes'];
@@ -87,6 +88,12 @@ def write(root: str, num_train: int, num_val: int, rng) -> str:
 
 SPEC = ToyDataset(name='ade20k_tiny', description=__doc__.splitlines()[0], default_train=32,
                   default_val=8, done_marker='annotations/validation', write=write)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
+    return toy_parser(SPEC)
+
 
 if __name__ == '__main__':
     sys.exit(generator_main(SPEC))

@@ -13,6 +13,7 @@ dataset and the ``Accuracy`` metric run unchanged and a config switches to Image
 changing ``data_root`` only. ``--train``/``--val`` are images per class. Generation is
 deterministic for a given seed, and the output appears atomically.
 """
+import argparse
 import os
 import os.path as osp
 import sys
@@ -20,7 +21,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from pvt_mm.toy_data import ToyDataset, generator_main
+from pvt_mm.toy_data import ToyDataset, build_parser as toy_parser, generator_main
 
 SIZE = 80
 # (ImageNet-1k label, WordNet id, pattern)
@@ -77,6 +78,12 @@ def write(root: str, num_train: int, num_val: int, rng) -> str:
 SPEC = ToyDataset(name='imagenet_tiny', description=__doc__.splitlines()[0], default_train=24,
                   default_val=6, done_marker='meta/val.txt', write=write,
                   train_help='training images per class', val_help='validation images per class')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
+    return toy_parser(SPEC)
+
 
 if __name__ == '__main__':
     sys.exit(generator_main(SPEC))

@@ -38,7 +38,7 @@ SHAPE_CATEGORY = {'circle': 'sports ball', 'triangle': 'kite', 'rectangle': 'tv'
 WIDTH, HEIGHT = 320, 256
 SET_VERSION = 2  # bump when the drawing changes, so that old sets are regenerated
 # 3-6 shapes per image by default (fewer where they do not fit): more boxes per image = more
-# to learn from per training step (README's main-job section has the runs). Circumradius
+# to learn from per training step (docs/get_started.md's main-job section has the runs). Circumradius
 # 18-48 px: boxes of about 30-96 px.
 MIN_SHAPES, MAX_SHAPES, RADIUS = 3, 6, (18, 48)
 
@@ -124,7 +124,8 @@ def make_split(out_dir: str, split: str, num_images: int, rng, categories, first
     return ann_id
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', default='data/shapes_coco')
     parser.add_argument('--train', type=int, default=400, help='number of training images')
@@ -133,6 +134,11 @@ def main() -> int:
     parser.add_argument('--shapes', type=int, nargs=2, default=(MIN_SHAPES, MAX_SHAPES),
                         metavar=('MIN', 'MAX'), help='shapes per image (fewer if they do not fit)')
     parser.add_argument('--force', action='store_true', help='regenerate even if it exists')
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     if args.train < 1 or args.val < 1:
         parser.error('--train and --val must be at least 1')

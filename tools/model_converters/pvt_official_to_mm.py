@@ -15,11 +15,17 @@ from pvt_mm.checkpoint import CheckpointError
 from pvt_mm.models.backbones.pvt_convert import convert_checkpoint_file
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('src', help='official PVT v1 or v2 checkpoint (.pth, optionally under "model")')
     parser.add_argument('dst', help='where to write the pvt_mm checkpoint')
     parser.add_argument('--num-stages', type=int, default=4)
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     try:
         state = convert_checkpoint_file(args.src, args.dst, args.num_stages)
