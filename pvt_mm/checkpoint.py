@@ -6,8 +6,12 @@ file used; ``strict_load_problems`` lists what keeps them from loading strictly.
 here knows a model: each model's key mapping and adaptation live beside it (PVT's in
 :mod:`pvt_mm.models.backbones.pvt_convert`), so this module imports no model.
 """
+import hashlib
+import json
 import os
 import pickle
+import re
+import zipfile
 from typing import Dict, List, Tuple
 from urllib.parse import urlparse
 
@@ -78,19 +82,83 @@ def is_url(path: str) -> bool:
 
 
 def url_cache_path(url: str) -> str:
-    """Where a checkpoint URL is cached: ``<torch hub dir>/checkpoints/<file name>``, the file
-    that mmengine's and torch's own ``load_url`` read and write, so each downloads it once."""
+    """Where a checkpoint URL is cached: ``<torch hub dir>/checkpoints/<sha256 of the URL>/
+    <file name>``. Each URL has its own directory, so two URLs ending in the same file name
+    never share a file; the file keeps its name, so torch hub's ``<name>-<sha256 prefix>.pth``
+    check still applies to it."""
     import torch.hub
     name = os.path.basename(urlparse(url).path)
     if not name:
         raise CheckpointError(f'Checkpoint URL {url!r} names no file (its path ends with "/"); '
                               'give the URL of the .pth file itself.')
-    return os.path.join(torch.hub.get_dir(), 'checkpoints', name)
+    digest = hashlib.sha256(url.encode()).hexdigest()
+    return os.path.join(torch.hub.get_dir(), 'checkpoints', digest, name)
+
+
+def _check_archive(path: str, name: str) -> None:
+    """Refuse a downloaded file that is not a whole checkpoint, before it enters the cache.
+
+    A ``torch.save`` zip archive must have its central directory (written last, so a cut
+    body lacks it), one ``<archive>/data.pkl`` and intact CRCs; a safetensors file must be as
+    long as its header says. A file in torch's legacy (non-zip) format has no such index and
+    is checked by reading it safely.
+
+    Args:
+        path: The downloaded (temporary) file.
+        name: The name it is cached under (``.safetensors`` picks that format).
+
+    Raises:
+        CheckpointError: the file is incomplete or not a checkpoint.
+    """
+    problem = None
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+                if not any(n.count('/') == 1 and n.endswith('/data.pkl') for n in names):
+                    problem = 'a zip archive without the data.pkl of a torch.save file'
+                else:
+                    bad = archive.testzip()
+                    if bad is not None:
+                        problem = f'a damaged archive (CRC mismatch in {bad})'
+        except (zipfile.BadZipFile, OSError) as exc:
+            problem = f'a damaged archive ({exc})'
+    elif name.endswith('.safetensors'):
+        with open(path, 'rb') as f:
+            head = f.read(8)
+            size = int.from_bytes(head, 'little') if len(head) == 8 else -1
+            header = f.read(size) if size > 0 else b''
+        try:
+            ends = [int(v['data_offsets'][1]) for k, v in json.loads(header).items()
+                    if k != '__metadata__']
+        except (ValueError, KeyError, TypeError, AttributeError):
+            problem = 'not a safetensors file (unreadable header)'
+        else:
+            expected = 8 + size + max(ends, default=0)
+            if os.path.getsize(path) != expected:
+                problem = f'{os.path.getsize(path)} bytes where the header announces {expected}'
+    else:
+        read_checkpoint(path)  # legacy torch.save format: only a full safe read can tell
+    if problem is not None:
+        raise CheckpointError(f'the file received is not a complete checkpoint: {problem}')
+
+
+def _check_hash(name: str, digest: str) -> None:
+    """torch hub's convention: a file named ``<name>-<hex>.<ext>`` must have a SHA-256 that
+    begins with ``<hex>``."""
+    import torch.hub
+    match = re.search(torch.hub.HASH_REGEX, name)
+    prefix = match.group(1) if match else ''
+    if prefix and not digest.startswith(prefix):
+        raise CheckpointError(f'its SHA-256 is {digest[:16]}..., but the file name {name!r} '
+                              f'says it begins with {prefix!r} (a damaged or substituted file)')
 
 
 def _download(url: str, cached: str) -> None:
     """Stream ``url`` into a temporary file beside ``cached`` and rename it into place only
-    when every announced byte arrived: the cache never holds a partial checkpoint.
+    when it is complete: every announced byte arrived, the hash in its name (if any) matches,
+    and it is a whole checkpoint archive (:func:`_check_archive`, which also catches a body
+    cut short without a ``Content-Length``). The cache never holds a partial checkpoint.
 
     (``torch.hub.download_url_to_file`` keeps a body cut short by a dropped connection as if
     it were complete, so it is not used.)
@@ -101,15 +169,20 @@ def _download(url: str, cached: str) -> None:
     from .fileio import replaced_atomically
     print(f'Downloading {url} to {cached}', flush=True)
     try:
-        with replaced_atomically(cached, suffix='.partial') as tmp, open(tmp, 'wb') as out, \
-                urllib.request.urlopen(url, timeout=60) as response:
-            expected = response.headers.get('Content-Length')
-            shutil.copyfileobj(response, out, length=1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-            received = out.tell()
+        with replaced_atomically(cached, suffix='.partial') as tmp:
+            sha256 = hashlib.sha256()
+            with open(tmp, 'wb') as out, urllib.request.urlopen(url, timeout=60) as response:
+                expected = response.headers.get('Content-Length')
+                for chunk in iter(lambda: response.read(1 << 20), b''):
+                    sha256.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+                received = out.tell()
             if expected is not None and received != int(expected):
                 raise OSError(f'the connection closed after {received} of {expected} bytes')
+            _check_hash(os.path.basename(cached), sha256.hexdigest())
+            _check_archive(tmp, os.path.basename(cached))
     except Exception as exc:  # urllib raises URLError/HTTPError/OSError/... for a failed download
         raise CheckpointError(
             f'Cannot download checkpoint {url!r} into the torch hub cache {cached!r} '
@@ -120,10 +193,14 @@ def _download(url: str, cached: str) -> None:
 
 def local_checkpoint_path(path: str) -> str:
     """The local file of a checkpoint: ``path`` itself, or for an http(s) URL its copy in the
-    torch hub cache, downloaded on first use.
+    torch hub cache (:func:`url_cache_path`), downloaded on first use.
 
-    In a distributed run local rank 0 downloads while the other ranks wait, as mmengine's
-    ``load_from_http`` does.
+    One process per cache directory downloads: the processes of a node (or of every node
+    sharing the cache's file system) take an exclusive lock on ``<file>.lock`` beside the
+    cached file, and the first one in downloads while the others wait for the lock and then
+    read the finished file. This needs no process group, so it works the same before and
+    after ``torch.distributed`` is initialised, whatever the launcher, and a failed download
+    fails each waiting rank with the same clear error instead of leaving them at a barrier.
 
     Raises:
         CheckpointError: the download failed (the message names the URL and cache path).
@@ -132,13 +209,13 @@ def local_checkpoint_path(path: str) -> str:
     if not is_url(path):
         return path
     cached = url_cache_path(path)
-    from mmengine.dist import barrier, get_dist_info, get_local_rank
-    _, world_size = get_dist_info()
-    if get_local_rank() == 0 and not os.path.isfile(cached):
-        _download(path, cached)
-    if world_size > 1:
-        barrier()
-        if not os.path.isfile(cached):  # a cache not shared with this node's rank 0
+    if os.path.isfile(cached):
+        return cached
+    import fcntl
+    os.makedirs(os.path.dirname(cached), exist_ok=True)
+    with open(cached + '.lock', 'a') as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+        if not os.path.isfile(cached):  # another process may have finished it meanwhile
             _download(path, cached)
     return cached
 
@@ -288,8 +365,61 @@ def check_model_checkpoint(path: str) -> dict:
     return ckpt
 
 
+def open_model_checkpoint(path: str) -> Tuple[str, dict]:
+    """Resolve and check a whole-model checkpoint, as every tool does before handing it to
+    mmengine (``--resume`` / ``load_from``, a test or demo checkpoint).
+
+    Args:
+        path: A local file or an http(s) URL (downloaded once into the torch hub cache).
+
+    Returns:
+        The local file (``path`` itself, or the URL's cached copy) and the checkpoint read
+        from it.
+
+    Raises:
+        FileNotFoundError, CheckpointError: see :func:`check_model_checkpoint`.
+    """
+    local = local_checkpoint_path(path)
+    return local, check_model_checkpoint(local)
+
+
+def _mmengine_loader(filename: str, map_location=None) -> dict:
+    """A checkpoint read for mmengine's ``CheckpointLoader``: :func:`read_checkpoint`."""
+    return read_checkpoint(os.path.expanduser(filename),
+                           'cpu' if map_location is None else map_location)
+
+
+# mmengine prints "Loads checkpoint by <name without 'load_from_'> backend".
+def load_from_local_safely(filename: str, map_location=None) -> dict:
+    """mmengine's local-file loader, replaced: the safe read (:func:`read_checkpoint`)."""
+    return _mmengine_loader(filename, map_location)
+
+
+def load_from_http_safely(filename: str, map_location=None) -> dict:
+    """mmengine's http(s) loader, replaced: the cached, one-per-node download and the safe
+    read (:func:`read_checkpoint`), instead of torch hub's ``weights_only=False`` load."""
+    return _mmengine_loader(filename, map_location)
+
+
+def use_safe_checkpoint_loaders() -> None:
+    """Make mmengine read local files and http(s) URLs with :func:`read_checkpoint`.
+
+    mmengine resolves every checkpoint it opens (``Runner`` resume and ``load_from``,
+    ``load_checkpoint``, ``init_cfg=dict(type='Pretrained')``, the inferencers) through the
+    prefix table of its public ``CheckpointLoader``; these entries replace its ``''`` (local)
+    and ``http://`` / ``https://`` loaders, which call ``torch.load`` without an allow-list
+    and, for URLs, with ``weights_only=False``. Called when ``pvt_mm`` is imported (so by
+    every tool and by a config's ``custom_imports=['pvt_mm']``); repeating it is harmless.
+    """
+    from mmengine.runner import CheckpointLoader
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_safely, force=True)
+    CheckpointLoader.register_scheme(prefixes=('http://', 'https://'),
+                                     loader=load_from_http_safely, force=True)
+
+
 __all__ = [
     'CheckpointError', 'StateDict', 'read_checkpoint', 'unwrap_state_dict', 'short_keys',
     'strict_load_problems', 'check_model_checkpoint', 'mmengine_safe_globals', 'is_url',
-    'url_cache_path', 'local_checkpoint_path',
+    'url_cache_path', 'local_checkpoint_path', 'open_model_checkpoint',
+    'use_safe_checkpoint_loaders',
 ]

@@ -174,6 +174,18 @@ def _set_local_rng_state(state: dict) -> Optional[str]:
     return None
 
 
+def _same_rng_state(a: dict, b: dict) -> bool:
+    """Whether two :func:`_local_rng_state` results are the same generator states."""
+    if a.keys() != b.keys() or not torch.equal(a['torch'], b['torch']):
+        return False
+    if a['python'] != b['python']:
+        return False
+    na, nb = a['numpy'], b['numpy']
+    if len(na) != len(nb) or any(not np.array_equal(x, y) for x, y in zip(na, nb)):
+        return False
+    return all(torch.equal(x, y) for x, y in zip(a.get('cuda', []), b.get('cuda', [])))
+
+
 class RNGStateHook(Hook):
     """Save every rank's RNG states with each checkpoint and restore them on ``--resume``.
 
@@ -185,52 +197,56 @@ class RNGStateHook(Hook):
     stopped. Loading weights with ``load_from`` (fine-tuning) restores nothing: the configured
     seed's streams stay. Bit-identical results also need ``num_workers=0`` or non-persistent
     workers (worker processes are re-seeded).
+
+    Gathering: only the main process saves (mmengine's ``Runner.save_checkpoint`` is
+    ``master_only``), so the other ranks cannot be asked at that moment. Instead every rank
+    joins an ``all_gather`` at each point where a saver can run: the end of every training
+    iteration, training epoch and validation epoch (this hook's priority is above
+    ``CheckpointHook``'s, so the snapshot precedes the save; about 12 KB per rank). When rank 0
+    saves, its live state is compared with its part of the last snapshot: equal means no
+    generator moved since, so the snapshot is every rank's state now, whatever triggered the
+    save (interval, ``save_best``, last epoch, iteration-based loops, another saver). A save
+    from anywhere else (the states moved since the snapshot) keeps rank 0's state and says
+    that the others are missing.
     """
 
     # After mmengine's own hooks in before_train; before CheckpointHook (VERY_LOW) at the
-    # end of an epoch/iteration, so every rank's state is gathered before rank 0 saves.
+    # end of an iteration, epoch or validation, so the snapshot precedes the save.
     priority = 'LOW'
 
     def __init__(self) -> None:
         self._pending = None
-        self._gathered = None
+        self._snapshot = None
 
-    @staticmethod
-    def _checkpoint_hook(runner) -> Optional[CheckpointHook]:
-        return next((h for h in runner.hooks if isinstance(h, CheckpointHook)), None)
-
-    def _gather_if_saving(self, runner, by_epoch: bool) -> None:
-        """In a distributed run, collect every rank's state when the checkpoint hook is about
-        to save (only the main process saves, so it cannot ask the others then)."""
+    def _take_snapshot(self) -> None:
+        """Every rank's current state, on every rank (a collective: all ranks call it)."""
         from mmengine.dist import all_gather_object, get_world_size
-        if get_world_size() == 1:
-            return
-        hook = self._checkpoint_hook(runner)
-        if hook is None or hook.by_epoch != by_epoch:
-            return
-        if by_epoch:
-            due = hook.every_n_epochs(runner, hook.interval, hook.save_begin) or (
-                hook.save_last and hook.is_last_train_epoch(runner))
-        else:
-            due = hook.every_n_train_iters(runner, hook.interval, hook.save_begin) or (
-                hook.save_last and hook.is_last_train_iter(runner))
-        if due:
-            self._gathered = (runner.iter, all_gather_object(_local_rng_state()))
+        if get_world_size() > 1:
+            self._snapshot = all_gather_object(_local_rng_state())
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        self._gather_if_saving(runner, by_epoch=False)
+        self._take_snapshot()
 
     def after_train_epoch(self, runner) -> None:
-        self._gather_if_saving(runner, by_epoch=True)
+        self._take_snapshot()
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._take_snapshot()
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        from mmengine.dist import get_world_size
+        from mmengine.dist import get_rank, get_world_size
+        own = _local_rng_state()
         if get_world_size() == 1:
-            ranks = [_local_rng_state()]
-        elif self._gathered is not None and self._gathered[0] == runner.iter:
-            ranks = self._gathered[1]
-        else:  # a save the checkpoint hook did not announce: only this rank's state is known
-            ranks = [_local_rng_state()] + [None] * (get_world_size() - 1)
+            ranks = [own]
+        elif self._snapshot is not None and _same_rng_state(self._snapshot[get_rank()], own):
+            ranks = self._snapshot
+        else:
+            runner.logger.warning(
+                'Checkpoint saved away from an iteration, epoch or validation end: only this '
+                "rank's RNG state is stored, so a resume from it restarts the other ranks' "
+                'random streams from the seed.')
+            ranks = [None] * get_world_size()
+            ranks[get_rank()] = own
         checkpoint['rng_state'] = dict(ranks=ranks)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:

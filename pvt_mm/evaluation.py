@@ -1,4 +1,6 @@
-"""What ``tools/test.py --out`` writes: each library's own result dump where it has one.
+"""What the test tools (``tools/test.py``, ``tools/deployment/test_onnx.py``) write: the
+metrics as ``test_metrics.json`` (:func:`write_metrics`) and, for ``--out``, each library's
+own result dump where it has one:
 
 * mmdet: ``DumpDetResults`` (what mmdet's ``tools/test.py --out`` uses): masks encoded as
   COCO RLE, ground truth dropped.
@@ -9,7 +11,9 @@
 * mmpretrain: mmengine's ``DumpResults``, as mmpretrain's own ``tools/test.py`` does (its
   predictions are a label and one score per class).
 """
-from typing import Any, Sequence
+import json
+import numbers
+from typing import Any, Dict, Sequence
 
 from mmengine.evaluator import DumpResults
 from mmengine.evaluator.metric import _to_cpu
@@ -46,4 +50,19 @@ def build_dump_metric(scope: str, out_file: str) -> DumpResults:
     return DumpResults(out_file_path=out_file)
 
 
-__all__ = ['DumpSegResults', 'build_dump_metric']
+def write_metrics(metrics: Dict[str, Any], path: str) -> None:
+    """Write an evaluator's metrics to ``path`` as JSON, atomically (a reader never sees half
+    a file): numbers as floats (``numbers.Real`` covers numpy scalars such as mmseg's
+    ``np.float32``), anything else as its string.
+
+    Args:
+        metrics: What ``Runner.test()`` returned.
+        path: The ``.json`` file to write.
+    """
+    from .fileio import replaced_atomically
+    with replaced_atomically(path) as tmp, open(tmp, 'w') as f:
+        json.dump({k: float(v) if isinstance(v, numbers.Real) else str(v)
+                   for k, v in metrics.items()}, f, indent=2)
+
+
+__all__ = ['DumpSegResults', 'build_dump_metric', 'write_metrics']

@@ -19,10 +19,11 @@ import os
 import re
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -335,17 +336,17 @@ class CheckpointServer:
     requests: List[str]
 
 
-@pytest.fixture
-def checkpoint_server(tmp_path):
-    """Serve ``server.root`` at ``server.url`` (``http://127.0.0.1:PORT/``) for one test.
+@contextmanager
+def serve_checkpoints(root: Path) -> Iterator[CheckpointServer]:
+    """Serve the files of ``root`` at ``http://127.0.0.1:PORT/`` from a thread.
 
     ``GET /truncated/NAME`` announces NAME's full size but closes the connection after a
-    third of it (a download cut short); every request path is appended to ``requests``.
+    third of it (a download cut short); ``GET /cut/NAME`` sends a third of it with no
+    ``Content-Length`` at all (the client cannot tell from the headers). Every request path
+    is appended to the server's ``requests``.
     """
     import http.server
     import threading
-    root = tmp_path / 'served'
-    root.mkdir()
     requests: List[str] = []
 
     class Handler(http.server.SimpleHTTPRequestHandler):
@@ -354,11 +355,13 @@ def checkpoint_server(tmp_path):
 
         def do_GET(self):
             requests.append(self.path)
-            if not self.path.startswith('/truncated/'):
+            mode, _, name = self.path.lstrip('/').partition('/')
+            if mode not in ('truncated', 'cut') or not name:
                 return super().do_GET()
-            data = (root / self.path[len('/truncated/'):]).read_bytes()
+            data = (root / name).read_bytes()
             self.send_response(200)
-            self.send_header('Content-Length', str(len(data)))
+            if mode == 'truncated':
+                self.send_header('Content-Length', str(len(data)))
             self.end_headers()
             self.wfile.write(data[:len(data) // 3])
             self.close_connection = True
@@ -369,9 +372,26 @@ def checkpoint_server(tmp_path):
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield CheckpointServer(root, f'http://127.0.0.1:{server.server_address[1]}/', requests)
-    server.shutdown()
-    server.server_close()
+    try:
+        yield CheckpointServer(root, f'http://127.0.0.1:{server.server_address[1]}/', requests)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def checkpoint_server(tmp_path):
+    """:func:`serve_checkpoints` of a fresh ``served`` directory, for one test."""
+    root = tmp_path / 'served'
+    root.mkdir()
+    with serve_checkpoints(root) as server:
+        yield server
+
+
+def cached_files(torch_home: Path) -> List[str]:
+    """The checkpoint files in ``torch_home``'s hub cache (lock files aside), sorted."""
+    return sorted(str(p) for p in (torch_home / 'hub' / 'checkpoints').rglob('*')
+                  if p.is_file() and not p.name.endswith('.lock'))
 
 
 @pytest.fixture

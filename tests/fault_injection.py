@@ -1,5 +1,6 @@
 """Test-only hooks: a DDP worker that dies abruptly (as after an OOM kill or a node fault), a
-process killed between a file's write and its rename, and RNG-state probes."""
+process killed between a file's write and its rename, RNG-state probes, and a dump of each
+rank's weights."""
 import os
 import signal
 
@@ -38,20 +39,23 @@ class KillAtRenameHook(Hook):
         os.replace = replace
 
 
-def rng_digest() -> str:
-    """A short digest of this process's torch (CPU and CUDA), numpy and python RNG states."""
+def state_digest(state: dict) -> str:
+    """A short digest of RNG states in ``pvt_mm.engine``'s form (torch CPU and CUDA, numpy,
+    python): what a checkpoint's ``rng_state['ranks'][r]`` holds."""
     import hashlib
-    import random
-
-    import numpy as np
-    import torch
-    digest = hashlib.sha256(torch.get_rng_state().numpy().tobytes())
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for state in torch.cuda.get_rng_state_all():
-            digest.update(state.numpy().tobytes())
-    digest.update(np.random.get_state()[1].tobytes())
-    digest.update(repr(random.getstate()).encode())
+    digest = hashlib.sha256(state['torch'].cpu().numpy().tobytes())
+    for cuda in state.get('cuda') or []:
+        digest.update(cuda.cpu().numpy().tobytes())
+    digest.update(state['numpy'][1].tobytes())
+    py = state['python']
+    digest.update(repr((py[0], tuple(py[1]), py[2])).encode())
     return digest.hexdigest()[:16]
+
+
+def rng_digest() -> str:
+    """:func:`state_digest` of this process's RNG states now."""
+    from pvt_mm.engine import _local_rng_state
+    return state_digest(_local_rng_state())
 
 
 @HOOKS.register_module()
@@ -66,3 +70,29 @@ class PrintRNGHook(Hook):
 
     def after_train_epoch(self, runner) -> None:
         print(f'rng rank {runner.rank} after epoch {runner.epoch + 1}: {rng_digest()}', flush=True)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        print(f'rng rank {runner.rank} after val {runner.epoch}: {rng_digest()}', flush=True)
+
+
+@HOOKS.register_module()
+class DumpWeightsHook(Hook):
+    """Save this rank's model weights, as they are when training or testing starts (after
+    ``init_weights`` / ``load_from``), to ``<work_dir>/weights_rank<R>_<stage>.pth``."""
+
+    priority = 'LOWEST'
+
+    def _dump(self, runner, stage: str) -> None:
+        import os.path as osp
+
+        import torch
+        from mmengine.model import is_model_wrapper
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        torch.save(model.state_dict(), osp.join(runner.work_dir,
+                                                f'weights_rank{runner.rank}_{stage}.pth'))
+
+    def before_train(self, runner) -> None:
+        self._dump(runner, 'train')
+
+    def before_test(self, runner) -> None:
+        self._dump(runner, 'test')

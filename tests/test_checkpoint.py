@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from pvt_mm import PVT
-from pvt_mm.checkpoint import CheckpointError, read_checkpoint
+from pvt_mm.checkpoint import CheckpointError, read_checkpoint, url_cache_path
 from pvt_mm.models.backbones.pvt_convert import (convert_official_keys, load_pretrained,
                                                   to_official_keys)
 
-from .conftest import run_tool
+from .conftest import cached_files, run_tool
 from .official_pvt import OfficialPVT
 
 TINY = dict(depths=(2, 2, 2, 2))
@@ -253,7 +253,9 @@ def test_url_in_init_cfg_downloads_once_into_the_hub_cache(official_tiny, offici
             for a, b in zip(model.eval()(x), official_tiny.forward_dense(x), strict=True):
                 torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
     assert checkpoint_server.requests == ['/' + name]
-    assert (torch_home / 'hub' / 'checkpoints' / name).read_bytes() == official_tiny_file.read_bytes()
+    assert cached_files(torch_home) == [url_cache_path(url)]
+    with open(url_cache_path(url), 'rb') as f:
+        assert f.read() == official_tiny_file.read_bytes()
 
 
 def test_url_checkpoint_goes_through_the_strict_report(checkpoint_server, torch_home):
@@ -267,15 +269,20 @@ def test_url_checkpoint_goes_through_the_strict_report(checkpoint_server, torch_
 
 def test_failed_download_names_url_and_cache_and_leaves_no_partial_file(
         official_tiny_file, checkpoint_server, torch_home):
+    """Cut short with the size announced, cut short with no ``Content-Length`` (only the
+    archive's missing index tells), absent, or not a checkpoint at all: refused, and nothing
+    but the (empty) lock file is left in the cache."""
     (checkpoint_server.root / 'w.pth').write_bytes(official_tiny_file.read_bytes())
+    (checkpoint_server.root / 'page.pth').write_text('<html>Sign in to download</html>')
     cache = torch_home / 'hub' / 'checkpoints'
-    for url in (checkpoint_server.url + 'truncated/w.pth', checkpoint_server.url + 'missing.pth'):
+    for url in ('truncated/w.pth', 'cut/w.pth', 'missing.pth', 'page.pth'):
+        url = checkpoint_server.url + url
         model = PVT(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=url))
         with pytest.raises(CheckpointError) as info:
             model.init_weights()
         message = str(info.value)
         assert url in message and str(cache) in message, message
-        assert not cache.exists() or not list(cache.iterdir()), list(cache.iterdir())
+        assert cached_files(torch_home) == []
 
 
 def test_test_tool_refuses_a_failed_download_clearly(checkpoint_server, torch_home):
@@ -287,4 +294,74 @@ def test_test_tool_refuses_a_failed_download_clearly(checkpoint_server, torch_ho
                       env={'TORCH_HOME': str(torch_home)}, check=False)
     assert failed.returncode != 0 and 'Cannot download checkpoint' in failed.stderr
     assert url in failed.stderr and 'Traceback' not in failed.stderr
-    assert not list((torch_home / 'hub' / 'checkpoints').iterdir())
+    assert cached_files(torch_home) == []
+
+
+def test_distinct_urls_with_one_file_name_never_share_a_cache_file(checkpoint_server, torch_home):
+    """Two zoos publishing ``model.pth``: each URL reads its own file."""
+    for zoo, value in (('a', 1.0), ('b', 2.0)):
+        (checkpoint_server.root / zoo).mkdir()
+        torch.save({'w': torch.full((2, ), value)}, checkpoint_server.root / zoo / 'model.pth')
+    for _ in range(2):  # the second round reads the cache
+        for zoo, value in (('a', 1.0), ('b', 2.0)):
+            ckpt = read_checkpoint(f'{checkpoint_server.url}{zoo}/model.pth')
+            assert ckpt['w'].tolist() == [value, value]
+    assert sorted(checkpoint_server.requests) == ['/a/model.pth', '/b/model.pth']
+    assert len(cached_files(torch_home)) == 2
+
+
+def test_hash_in_the_file_name_is_checked(checkpoint_server, torch_home):
+    """torch hub's ``<name>-<sha256 prefix>.pth``: a file whose hash differs from its name's
+    is refused before it enters the cache; the right one is read."""
+    import hashlib
+    torch.save({'w': torch.ones(3)}, checkpoint_server.root / 'w.pth')
+    digest = hashlib.sha256((checkpoint_server.root / 'w.pth').read_bytes()).hexdigest()
+    wrong = '0' * 8 if not digest.startswith('0' * 8) else 'f' * 8
+    for prefix in (wrong, digest[:8]):
+        (checkpoint_server.root / f'w-{prefix}.pth').write_bytes(
+            (checkpoint_server.root / 'w.pth').read_bytes())
+    with pytest.raises(CheckpointError, match=f"begins with '{wrong}'"):
+        read_checkpoint(f'{checkpoint_server.url}w-{wrong}.pth')
+    assert cached_files(torch_home) == []
+    assert read_checkpoint(f'{checkpoint_server.url}w-{digest[:8]}.pth')['w'].tolist() == [1, 1, 1]
+
+
+def test_mmengine_reads_every_checkpoint_through_the_safe_read(tmp_path, checkpoint_server,
+                                                               torch_home):
+    """mmengine's own loading (``load_checkpoint``: resume, load_from, pytorch2onnx, the
+    inferencers) goes through :func:`read_checkpoint` once pvt_mm is imported: a crafted pickle
+    is refused locally and by URL (mmengine's http loader used ``weights_only=False``), and a
+    good URL is downloaded once into pvt_mm's cache."""
+    import pvt_mm  # noqa: F401  (installs the loaders, as custom_imports does)
+    from mmengine.runner import load_checkpoint
+    marker = tmp_path / 'payload_ran'
+    torch.save({'state_dict': {}, 'x': _Payload(marker)}, checkpoint_server.root / 'evil.pth')
+    model = torch.nn.Linear(2, 2)
+    for source in (str(checkpoint_server.root / 'evil.pth'), checkpoint_server.url + 'evil.pth'):
+        with pytest.raises(CheckpointError, match='Refused to load'):
+            load_checkpoint(model, source, map_location='cpu')
+    assert not marker.exists()
+    good = torch.nn.Linear(2, 2)
+    torch.save({'state_dict': good.state_dict()}, checkpoint_server.root / 'good.pth')
+    for _ in range(2):
+        load_checkpoint(model, checkpoint_server.url + 'good.pth', map_location='cpu', strict=True)
+        torch.testing.assert_close(model.weight, good.weight, rtol=0, atol=0)
+    assert checkpoint_server.requests.count('/good.pth') == 1
+    assert url_cache_path(checkpoint_server.url + 'good.pth') in cached_files(torch_home)
+
+
+def test_converter_failure_leaves_no_file(tmp_path, official_tiny_file, monkeypatch):
+    """A conversion that fails while writing leaves neither ``dst`` nor a temporary file."""
+    from pvt_mm.models.backbones import pvt_convert
+
+    def failing_save(obj, path):
+        with open(path, 'wb') as f:
+            f.write(b'partial')
+        raise OSError('No space left on device')
+
+    monkeypatch.setattr(pvt_convert.torch, 'save', failing_save)
+    out = tmp_path / 'out'
+    out.mkdir()
+    with pytest.raises(OSError, match='No space'):
+        pvt_convert.convert_checkpoint_file(str(official_tiny_file), str(out / 'tiny_mm.pth'))
+    assert list(out.iterdir()) == []

@@ -235,3 +235,23 @@ def test_trained_classifier_loads_as_dense_backbone(trained_classifier, config):
             source = source[:, 1:]
         assert torch.equal(value, source), key
     DefaultScope._instance_dict.pop(DefaultScope.get_current_instance().instance_name, None)
+
+
+def test_exported_classifier_predictions_are_the_heads_own():
+    """test_onnx.py turns an exported classifier's logits into data samples without
+    mmpretrain's private ``_get_predictions``: the scores and labels equal those of the
+    head's public ``predict`` on the same features."""
+    from mmpretrain.structures import DataSample
+
+    from pvt_mm.deploy.evaluate import _classification_samples
+    _, model = build_from_config(CLS_TINY_CONFIG)
+    torch.manual_seed(0)
+    feats = (torch.randn(3, model.head.in_channels), )
+    with torch.no_grad():
+        expected = model.head.predict(feats, [DataSample() for _ in range(3)])
+        got = _classification_samples(model.head(feats), [DataSample() for _ in range(3)])
+    assert len(got) == len(expected) == 3
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a.pred_score, b.pred_score, rtol=0, atol=0)
+        assert a.pred_label.tolist() == b.pred_label.tolist()
+    assert not torch.equal(got[0].pred_score, got[1].pred_score)  # three different inputs

@@ -157,6 +157,25 @@ def _crafted_checkpoint(path: Path, marker: Path) -> None:
     torch.save({'meta': {'epoch': 1, 'iter': 2}, 'state_dict': {}, 'x': Payload()}, path)
 
 
+def test_atomic_writes_never_touch_the_process_umask(tmp_path):
+    """Reading the umask takes setting it (``os.umask``), and while it is 0 another thread's new
+    file is world-writable: the atomic write gets a plain write's mode (0666 less the umask,
+    0640 under 027) from the kernel instead, and never calls ``os.umask``."""
+    from pvt_mm.fileio import replaced_atomically
+    previous = os.umask(0o027)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            def umask(mask):
+                raise AssertionError(f'os.umask({mask:#o}) called: the process umask changed')
+            patch.setattr(os, 'umask', umask)
+            with replaced_atomically(tmp_path / 'out.json') as tmp, open(tmp, 'w') as f:
+                f.write('{}')
+    finally:
+        os.umask(previous)
+    assert (tmp_path / 'out.json').stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ['out.json']
+
+
 @pytest.mark.compat
 def test_crafted_pickle_refused_by_resume_load_from_and_test(shapes_root, tmp_path):
     marker = tmp_path / 'payload_ran'
@@ -267,11 +286,21 @@ def test_resume_after_a_ddp_worker_dies(shapes_root, tmp_path):
 
 def test_load_from_keeps_the_configured_seed(shapes_root, uninterrupted, tmp_path):
     """Fine-tuning from a checkpoint (load_from, not --resume) must not replace the configured
-    seed's random streams with the ones saved in the checkpoint."""
-    result = _train(tmp_path / 'finetune', _options(shapes_root, 1) + [
-        f"load_from={uninterrupted / 'epoch_1.pth'}"])
-    assert 'Restored the RNG states' not in result.output
-    assert "the RNG states are the configured seed's" in result.output
+    seed's random streams with the ones saved in the checkpoint: the generators when training
+    starts are those of the same run without load_from, not the checkpoint's."""
+    from .fault_injection import state_digest
+    # Each run stops before its first iteration, after PrintRNGHook's before_train.
+    config = _injecting_config(tmp_path, "dict(type='PrintRNGHook')",
+                               "dict(type='DieOnRankHook', rank=0, at_iter=1)")
+    checkpoint = uninterrupted / 'epoch_1.pth'
+    started = {}
+    for run, extra in (('finetune', [f'load_from={checkpoint}']), ('fresh', [])):
+        result = run_tool(['tools/train.py', config, '--work-dir', tmp_path / run, '--cfg-options',
+                           *_options(shapes_root, 1), *extra], check=False, env=_injected_env())
+        assert 'rank 0 dies at iteration 1' in result.output, result.output[-3000:]
+        started[run] = _rng_digests(result.output, 'before_train')[0]
+    saved = torch.load(checkpoint, map_location='cpu', weights_only=False)['rng_state']
+    assert started['finetune'] == started['fresh'] != state_digest(saved['ranks'][0])
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])

@@ -18,8 +18,8 @@ import torch
 import yaml
 from PIL import Image
 
-from .conftest import (PYTHON, REPO, build_from_config, load_tool, no_worker_options, run_tool,
-                       shapes_options)
+from .conftest import (PYTHON, REPO, build_from_config, cached_files, load_tool,
+                       no_worker_options, run_tool, shapes_options)
 SHAPES_CONFIG = 'configs/retinanet/pvt_tiny_fpn_shapes.py'
 FAMILIES = ('retinanet', 'mask_rcnn', 'detr', 'semfpn', 'classification')
 SMALL_DATA_SUFFIXES = ('_shapes.py', '_tiny.py')  # smoke-test configs, not in the model index
@@ -62,7 +62,8 @@ def test_demo_draws_detections_on_a_folder(trained, shapes_root, tmp_path, check
                     'model.test_cfg.score_thr=0.0', 'model.test_cfg.max_per_img=5'],
                    timeout=600, env={'TORCH_HOME': str(torch_home)}).output
     assert checkpoint_server.requests == ['/det.pth']
-    assert (torch_home / 'hub' / 'checkpoints' / 'det.pth').read_bytes() == ckpt.read_bytes()
+    cached, = cached_files(torch_home)
+    assert Path(cached).read_bytes() == ckpt.read_bytes()
     inputs = sorted((shapes_root / 'val2017').glob('*.jpg'))
     assert len(inputs) == 2 and '2/2' in log  # the progress bar went through both images
     for image in inputs:

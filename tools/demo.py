@@ -107,10 +107,9 @@ def check_checkpoint(path: str) -> Tuple[str, dict]:
         The checkpoint's local file (what the inferencer loads) and the ``dataset_meta`` it
         carries (empty if none).
     """
-    from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint, local_checkpoint_path
+    from pvt_mm.checkpoint import CheckpointError, open_model_checkpoint
     try:
-        local = local_checkpoint_path(path)
-        ckpt = check_model_checkpoint(local)
+        local, ckpt = open_model_checkpoint(path)
     except (FileNotFoundError, CheckpointError) as exc:
         raise DemoError(str(exc)) from None
     meta = ckpt.get('meta')
@@ -137,9 +136,9 @@ class Predictor:
 
     def __init__(self, cfg, scope: str, checkpoint: str, device=None, score_thr: float = 0.3,
                  opacity: float = 0.5, dataset_meta: Optional[dict] = None) -> None:
-        import pvt_mm  # noqa: F401  registers PVT (the config's custom_imports does too)
-        from pvt_mm.runtime import allow_mmengine_checkpoints
-        allow_mmengine_checkpoints()  # torch.load(weights_only=True) of mmengine checkpoints
+        # Registers PVT and the safe checkpoint loaders the inferencers read through (the
+        # config's custom_imports does too).
+        import pvt_mm  # noqa: F401
         self.scope = scope
         if scope == 'mmdet':
             from mmdet.apis import DetInferencer

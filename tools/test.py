@@ -6,9 +6,6 @@
     bash tools/dist_test.sh CONFIG CHECKPOINT NUM_GPUS [args]
 """
 import argparse
-import json
-import numbers
-import os
 import os.path as osp
 import sys
 import warnings
@@ -21,10 +18,10 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from pvt_mm.capabilities import CapabilityError
-from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint, local_checkpoint_path
-from pvt_mm.evaluation import build_dump_metric
-from pvt_mm.runtime import (add_custom_hooks, add_runner_arguments, allow_mmengine_checkpoints,
-                            check_datasets, compile_for_test, init_distributed, load_config,
+from pvt_mm.checkpoint import CheckpointError, open_model_checkpoint
+from pvt_mm.evaluation import build_dump_metric, write_metrics
+from pvt_mm.runtime import (add_custom_hooks, add_runner_arguments, check_datasets,
+                            compile_for_test, init_distributed, load_config,
                             parse_runner_arguments, shutdown_distributed, use_compile)
 
 
@@ -77,10 +74,8 @@ def main() -> None:
             use_compile(cfg)
         except CapabilityError as exc:
             sys.exit(f'error: {exc}')
-    allow_mmengine_checkpoints()
     try:  # fail early and safely (weights_only) on a missing, damaged or hostile file
-        checkpoint = local_checkpoint_path(args.checkpoint)
-        check_model_checkpoint(checkpoint)
+        checkpoint, _ = open_model_checkpoint(args.checkpoint)
     except (FileNotFoundError, CheckpointError) as exc:
         sys.exit(f'error: {exc}')
     cfg.load_from = checkpoint
@@ -101,13 +96,8 @@ def main() -> None:
             build_dump_metric(cfg.get('default_scope', 'mmdet'), args.out))
     metrics = runner.test()
     from mmengine.dist import is_main_process
-    if is_main_process():  # machine-readable copy of the metrics, written atomically
-        out = osp.join(cfg.work_dir, 'test_metrics.json')
-        with open(out + '.tmp', 'w') as f:
-            # numbers.Real covers numpy scalars too (mmseg's IoUMetric gives np.float32).
-            json.dump({k: float(v) if isinstance(v, numbers.Real) else str(v)
-                       for k, v in metrics.items()}, f, indent=2)
-        os.replace(out + '.tmp', out)
+    if is_main_process():  # machine-readable copy of the metrics
+        write_metrics(metrics, osp.join(cfg.work_dir, 'test_metrics.json'))
     shutdown_distributed()
 
 

@@ -21,12 +21,11 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from pvt_mm.capabilities import CapabilityError
-from pvt_mm.checkpoint import CheckpointError, check_model_checkpoint, local_checkpoint_path
+from pvt_mm.checkpoint import CheckpointError, open_model_checkpoint
 from pvt_mm.engine import find_resumable_checkpoint, use_atomic_checkpoints
-from pvt_mm.runtime import (AMP_DTYPES, add_custom_hooks, add_runner_arguments,
-                            allow_mmengine_checkpoints, check_datasets, init_distributed,
-                            load_config, parse_runner_arguments, shutdown_distributed,
-                            use_compile, use_mixed_precision)
+from pvt_mm.runtime import (AMP_DTYPES, add_custom_hooks, add_runner_arguments, check_datasets,
+                            init_distributed, load_config, parse_runner_arguments,
+                            shutdown_distributed, use_compile, use_mixed_precision)
 
 # Added to every run: RNG states travel with checkpoints (exact resume), a non-finite
 # loss stops training before it can be checkpointed, and the GPU input checks still in
@@ -100,8 +99,7 @@ def check_checkpoint(path: str) -> str:
         hub cache (where mmengine would look for it too).
     """
     try:
-        local = local_checkpoint_path(path)
-        check_model_checkpoint(local)
+        local, _ = open_model_checkpoint(path)
     except (FileNotFoundError, CheckpointError) as exc:
         sys.exit(f'error: cannot use checkpoint for --resume/load_from: {exc}')
     return local
@@ -109,7 +107,6 @@ def check_checkpoint(path: str) -> str:
 
 def main() -> None:
     args = parse_args()
-    allow_mmengine_checkpoints()
     use_atomic_checkpoints()
     cfg = build_config(args)
     if cfg.get('load_from'):

@@ -4,12 +4,23 @@ config's evaluator score it exactly as ``tools/test.py`` scores the PyTorch mode
 from pathlib import Path
 from typing import Union
 
+import torch
+import torch.nn.functional as F
 from mmengine.model import BaseModel
 from torch import nn
 
 from .export import model_family
 from .graphs import DeployError
 from .runner import ORTClassifier, ORTDetector, ORTSegmentor, runner_for
+
+
+def _classification_samples(logits: torch.Tensor, samples: list) -> list:
+    """What mmpretrain's ``ClsHead.predict`` makes of a head's logits: the softmax scores and
+    their argmax, set on each data sample through ``DataSample``'s public setters."""
+    scores = F.softmax(logits, dim=1)
+    labels = scores.argmax(dim=1, keepdim=True)
+    return [sample.set_pred_score(score).set_pred_label(label)
+            for sample, score, label in zip(samples, scores, labels)]
 
 
 class ORTModel(BaseModel):
@@ -32,6 +43,12 @@ class ORTModel(BaseModel):
             raise DeployError(f'{path} was not exported end to end from a {self.family} '
                               f"(outputs {self.runner.output_names}); export it with --part model "
                               'from the same config.')
+        if self.family == 'classifier':
+            from mmpretrain.models.heads import ClsHead
+            if type(model.head).predict is not ClsHead.predict:
+                raise DeployError(f'{type(model.head).__name__} turns logits into predictions '
+                                  "its own way; only heads that use ClsHead's (softmax scores, "
+                                  'argmax label) are evaluated from an exported file.')
         self._torch_model = [model]  # a list: not a submodule, not moved or wrapped
 
     def test_step(self, data: dict) -> list:
@@ -41,7 +58,7 @@ class ORTModel(BaseModel):
         if self.family == 'detector':
             return self.runner.predict(inputs, samples)
         if self.family == 'classifier':
-            return model.head._get_predictions(self.runner.predict(inputs), samples)
+            return _classification_samples(self.runner.predict(inputs), samples)
         return model.postprocess_result(self.runner.predict(inputs), samples)
 
     val_step = test_step

@@ -19,6 +19,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 from mmengine.config import DictAction
 
 from pvt_mm.capabilities import ONNX_EXPORT, exit_unless
+from pvt_mm.checkpoint import CheckpointError
 
 exit_unless(ONNX_EXPORT)  # before pvt_mm.deploy, which needs the exporter's torch
 from pvt_mm.deploy import (ATTENTION_MODES, DEFAULT_OPSET, PARTS, DeployError, build_graph, export_onnx,
@@ -66,7 +67,7 @@ def main() -> None:
             for line in verify_onnx(build_graph(model, args.part), out,
                                     shapes=[(h, w), (h + 33, w + 17)]):
                 print(f'verify ok: {line}')
-    except (DeployError, FileNotFoundError) as exc:
+    except (DeployError, CheckpointError, FileNotFoundError) as exc:
         sys.exit(f'error: {exc}')
 
 

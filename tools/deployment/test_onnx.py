@@ -6,9 +6,6 @@ config's metric as tools/test.py does (COCO bbox AP, mIoU or top-1).
         [--out preds.pkl] [--cfg-options k=v ...]
 """
 import argparse
-import json
-import numbers
-import os
 import os.path as osp
 import sys
 import warnings
@@ -23,7 +20,7 @@ from pvt_mm.capabilities import ONNX_EXPORT, exit_unless
 exit_unless(ONNX_EXPORT)  # before pvt_mm.deploy, which needs the exporter's torch
 from pvt_mm.deploy import DeployError
 from pvt_mm.deploy.evaluate import ORTModel
-from pvt_mm.evaluation import build_dump_metric
+from pvt_mm.evaluation import build_dump_metric, write_metrics
 from pvt_mm.runtime import check_datasets, load_config
 
 
@@ -67,11 +64,7 @@ def main() -> None:
         runner.test_evaluator.metrics.append(
             build_dump_metric(cfg.get('default_scope', 'mmdet'), args.out))
     metrics = runner.test()
-    out = osp.join(cfg.work_dir, 'test_metrics.json')
-    with open(out + '.tmp', 'w') as f:
-        json.dump({k: float(v) if isinstance(v, numbers.Real) else str(v)
-                   for k, v in metrics.items()}, f, indent=2)
-    os.replace(out + '.tmp', out)
+    write_metrics(metrics, osp.join(cfg.work_dir, 'test_metrics.json'))
 
 
 if __name__ == '__main__':

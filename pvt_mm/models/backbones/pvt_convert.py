@@ -9,7 +9,6 @@ slot kept or dropped, classification leftovers split off, mismatches reported) -
 imports no model class; it reads what it needs from the model it is given.
 """
 import math
-import os
 import re
 from collections import OrderedDict
 from typing import Dict, List, Tuple
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 
 from ...checkpoint import (CheckpointError, StateDict, read_checkpoint, short_keys,
                            strict_load_problems, unwrap_state_dict)
+from ...fileio import replaced_atomically
 
 _OFFICIAL_RULES = (
     (re.compile(r'^patch_embed(\d+)\.(.+)$'), lambda m, last: f'stages.{int(m[1]) - 1}.patch_embed.{m[2]}'),
@@ -245,9 +245,8 @@ def convert_checkpoint_file(src: str, dst: str, num_stages: int = 4) -> StateDic
     """
     state, _ = unwrap_state_dict(read_checkpoint(src), source=repr(src))
     converted = convert_official_keys(state, num_stages)
-    tmp = f'{dst}.tmp'
-    torch.save({'state_dict': converted}, tmp)
-    os.replace(tmp, dst)
+    with replaced_atomically(dst) as tmp:  # a unique temporary name, removed on failure
+        torch.save({'state_dict': converted}, tmp)
     return converted
 
 
