@@ -3,8 +3,11 @@ embedded COCO-format set and must reach an AP that an untrained detector cannot.
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
+
+from pvt_mm.threshold_metrics import Detections, threshold_metrics
 
 from .conftest import MAIN_JOB_AP_FLOOR, build_from_config, run_tool
 
@@ -49,3 +52,37 @@ def test_untrained_detector_stays_below_the_floor(main_job, tmp_path, checkpoint
     assert metrics['coco/bbox_mAP'] < UNTRAINED_CEILING
     assert (torch_home / 'hub' / 'checkpoints' / 'untrained.pth').is_file()
     assert checkpoint_server.requests == ['/untrained.pth']  # mmengine read our download
+
+
+def _boxes(*boxes):
+    return np.array(boxes, dtype=float).reshape(-1, 4)
+
+
+def test_threshold_metrics_match_one_box_per_object_and_class():
+    """Hand-made boxes whose right counts are known: a second box of another class, a
+    duplicate of the right class, a box that overlaps too little, one under the threshold."""
+    names = ['circle', 'triangle', 'rectangle']
+    gts = [Detections(_boxes([0, 0, 10, 10], [20, 20, 40, 40]), np.array([0, 2])),
+           Detections(_boxes([50, 50, 70, 70]), np.array([1]))]
+    preds = [
+        Detections(_boxes([0, 0, 10, 11],      # triangle on the circle: wrong class
+                          [0, 0, 10, 10],      # circle on the circle: found
+                          [22, 20, 40, 40],    # rectangle on the rectangle: found (IoU 0.9)
+                          [20, 20, 40, 40],    # rectangle again: the object is taken
+                          [20, 20, 40, 40]),   # circle under the threshold: not drawn
+                   np.array([0, 1, 2, 2, 0]), np.array([0.9, 0.8, 0.7, 0.6, 0.2])),
+        Detections(_boxes([50, 50, 70, 61]),   # triangle at IoU 0.55: found
+                   np.array([1]), np.array([0.95])),
+    ]
+    m = threshold_metrics(gts, preds, names, score_thr=0.3)
+    assert (m.num_objects, m.num_predictions, m.num_found) == ([1, 1, 1], [1, 2, 2], [1, 1, 1])
+    assert m.precision == [1.0, 0.5, 0.5] and m.recall == [1.0, 1.0, 1.0]
+    assert m.predictions_per_object == pytest.approx(5 / 3)
+    assert m.found_right_class == 1.0
+    m = threshold_metrics(gts, preds, names, score_thr=0.3, iou_thr=0.6)
+    assert m.num_found == [1, 0, 1]  # the triangle's box overlaps only 0.55
+    m = threshold_metrics(gts, preds, names, score_thr=0.1)
+    assert m.num_predictions == [2, 2, 2] and m.num_found == [1, 1, 1]
+    assert 'circle 0.50 / 1.00; triangle 0.50 / 1.00; rectangle 0.50 / 1.00' in m.lines()[1]
+    with pytest.raises(ValueError, match='no ground-truth objects'):
+        threshold_metrics([Detections(_boxes(), np.array([]))], preds[:1], names, 0.3)
