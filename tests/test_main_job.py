@@ -17,8 +17,8 @@ CONFIG = 'configs/retinanet/pvtv2_b0_fpn_shapes.py'
 # The main job (the session fixture `main_job` in conftest.py): measured figures in
 # docs/main_job.md; an untrained detector scores ~0.00.
 AP_FLOOR = MAIN_JOB_AP_FLOOR
-BOXES_PER_OBJECT_CEILING = 1.2
-FOUND_FLOOR = 0.85
+BOXES_PER_OBJECT_CEILING = 1.1  # issue 26: one box per object
+FOUND_FLOOR = 0.9  # issue 26: objects found with the right class
 UNTRAINED_CEILING = 0.05
 
 
@@ -59,7 +59,7 @@ def test_main_job_learns(main_job):
     # first screen says what will happen and how long, the last one where everything is.
     assert re.search(r'epoch \d+/\d+ +iter +\d+/\d+ +loss [\d.]+ +ETA', result.stdout)
     assert 'Config:' not in result.stdout and 'Config:' in (work / 'train.log').read_text()
-    assert result.stdout.startswith('pvt_mm main job:') and 'about 6 minutes' in result.stdout
+    assert result.stdout.startswith('pvt_mm main job:') and 'about 7 minutes' in result.stdout
     assert f'Where everything is ({work}/)' in result.stdout
 
 
@@ -134,3 +134,27 @@ def test_exported_nms_matches_mmcv(class_agnostic):
     assert 5 < int(found.sum()) < 60  # NMS removed some boxes and kept some
     torch.testing.assert_close(dets[0, found], ref)
     assert torch.equal(out_labels[0, found], labels[0, keep])
+
+
+def test_tuning_split_leaves_the_held_out_images_alone(tmp_path):
+    """make_shapes_coco.py --tune N draws a tuning split from its own random stream: the
+    held-out (val) images are the same with or without it, and no tuning image is a
+    training or held-out image."""
+    def make(out, *extra):
+        run_tool(['tools/misc/make_shapes_coco.py', '--out', out, '--train', '3', '--val', '2',
+                  *extra])
+        return out
+
+    plain, tuned = make(tmp_path / 'plain'), make(tmp_path / 'tuned', '--tune', '2')
+    assert not (plain / 'tune2017').exists()
+    for name in ('000000000001.jpg', '000000000002.jpg'):
+        assert (plain / 'val2017' / name).read_bytes() == (tuned / 'val2017' / name).read_bytes()
+    tune = {p.read_bytes() for p in (tuned / 'tune2017').iterdir()}
+    others = {p.read_bytes() for split in ('train2017', 'val2017')
+              for p in (tuned / split).iterdir()}
+    assert len(tune) == 2 and not tune & others
+    ann = json.loads((tuned / 'annotations' / 'instances_tune2017.json').read_text())
+    assert len(ann['images']) == 2 and ann['annotations'] and ann['info']['tune'] == 2
+    # Asked again without the tuning split, the set is regenerated without it.
+    make(tuned)
+    assert not (tuned / 'tune2017').exists()
