@@ -4,31 +4,17 @@ Ground truth is drawn as thin dashed white-on-black boxes, predictions as thick 
 coloured by class with ``class score`` labels; only predictions at or above ``score_thr`` are
 drawn, and the threshold is stated in the title. Predictions come from ``tools/test.py
 --out preds.pkl`` (mmengine's ``DumpResults``: one dict per image with ``img_id`` and
-``pred_instances``), boxes in original image coordinates.
+``pred_instances``), boxes in original image coordinates. Each image's title counts its
+objects, the boxes drawn and the objects they found with the right class (matched as in
+:mod:`pvt_mm.threshold_metrics`).
 """
-import json
 import math
 import os
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
+
+from .threshold_metrics import load_coco_detections, match_image
 
 COLOURS = ['tab:red', 'tab:blue', 'tab:orange', 'tab:purple', 'tab:cyan', 'tab:olive']
-
-
-def _label_categories(categories: List[dict], classes: Optional[Sequence[str]]) -> List[dict]:
-    """The json's categories in the detector's label order.
-
-    mmdet's CocoDataset numbers labels in the order of its class list: the dataset's
-    ``metainfo['classes']`` when the config sets one (the shapes configs keep 3 classes),
-    else COCO's categories in the json (ascending id).
-    """
-    if classes is None:
-        return sorted(categories, key=lambda c: c['id'])
-    by_name = {c['name']: c for c in categories}
-    missing = [name for name in classes if name not in by_name]
-    if missing:
-        raise ValueError(f'classes {missing} are not categories of the annotation file; '
-                         'pass the classes of the config that made the predictions')
-    return [by_name[name] for name in classes]
 
 
 def draw_detections(ann_file: str, preds_file: str, out: str, num: int = 4, cols: int = 2,
@@ -44,68 +30,52 @@ def draw_detections(ann_file: str, preds_file: str, out: str, num: int = 4, cols
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     import matplotlib.patheffects as effects
-    from mmengine.fileio import load
     from PIL import Image
 
-    with open(ann_file) as f:
-        coco = json.load(f)
-    display = (coco.get('info') or {}).get('display_names', {})
-    label_cats = _label_categories(coco['categories'], classes)
-    names = [display.get(c['name'], c['name']) for c in label_cats]
-    cat_name = {c['id']: display.get(c['name'], c['name']) for c in coco['categories']}
+    images, gts, preds, names = load_coco_detections(ann_file, preds_file, classes)
     # One distinct colour per class that has ground truth (then any other predicted class).
-    label_ids = [c['id'] for c in label_cats]
-    present = sorted({label_ids.index(a['category_id']) for a in coco['annotations']
-                      if a['category_id'] in label_ids})
+    present = sorted({int(label) for gt in gts for label in gt.labels})
     colour_of = {label: COLOURS[k % len(COLOURS)] for k, label in enumerate(present)}
-    preds = {int(p['img_id']): p['pred_instances'] for p in load(preds_file)}
-    top = max((int(i['labels'].max()) for i in preds.values() if len(i['labels'])), default=-1)
+    top = max((int(p.labels.max()) for p in preds if len(p.labels)), default=-1)
     if top >= len(names):
         raise ValueError(f'{preds_file} has label {top} but {len(names)} classes are known; '
                          'pass --config (classes=) of the model that made the predictions')
-    images = [img for img in sorted(coco['images'], key=lambda i: i['id'])
-              if img['id'] in preds][:num]
-    if not images:
-        raise ValueError(f'no image of {ann_file} has a prediction in {preds_file}')
+    shown = list(zip(images, gts, preds))[:num]
     if img_dir is None:
         img_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(ann_file))),
                                os.path.basename(ann_file).split('_')[-1].split('.')[0])
-    rows = math.ceil(len(images) / cols)
-    cols = min(cols, len(images))
+    rows = math.ceil(len(shown) / cols)
+    cols = min(cols, len(shown))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows + 0.6), squeeze=False)
     outline = [effects.withStroke(linewidth=3, foreground='black')]
-    for ax in axes.flat[len(images):]:
+    for ax in axes.flat[len(shown):]:
         ax.axis('off')
-    for ax, img in zip(axes.flat, images):
+    for ax, (img, gt, pred) in zip(axes.flat, shown):
         ax.imshow(Image.open(os.path.join(img_dir, img['file_name'])).convert('RGB'))
         ax.set_xticks([])
         ax.set_yticks([])
-        gts = [a for a in coco['annotations'] if a['image_id'] == img['id']]
-        for ann in gts:
-            x, y, w, h = ann['bbox']
+        for (x0, y0, x1, y1), label in zip(gt.bboxes.tolist(), gt.labels.tolist()):
+            x, y, w, h = x0, y0, x1 - x0, y1 - y0
             ax.add_patch(plt.Rectangle((x, y), w, h, fill=False, edgecolor='white',
                                        linewidth=1.2, linestyle=(0, (4, 3)),
                                        path_effects=[effects.withStroke(linewidth=2.4,
                                                                         foreground='black')]))
-            ax.text(x + 2, y + h - 3, f'GT {cat_name[ann["category_id"]]}', fontsize=7,
+            ax.text(x + 2, y + h - 3, f'GT {names[label]}', fontsize=7,
                     color='white', path_effects=outline, va='bottom')
-        inst = preds[img['id']]
-        kept = 0
+        kept, matched = match_image(gt, pred, score_thr)
         # Lowest score first, so that where boxes of two classes overlap on one object, the
         # higher-scoring box and its label are drawn on top and stay readable.
-        for score, box, label in sorted(zip(inst['scores'].tolist(), inst['bboxes'].tolist(),
-                                            inst['labels'].tolist()), key=lambda p: p[0]):
-            if score < score_thr:
-                continue
-            kept += 1
+        for index in kept[::-1]:
+            score, box, label = (float(pred.scores[index]), pred.bboxes[index].tolist(),
+                                 int(pred.labels[index]))
             colour = colour_of.setdefault(label, COLOURS[len(colour_of) % len(COLOURS)])
             x0, y0, x1, y1 = box
             ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False,
                                        edgecolor=colour, linewidth=3))
             ax.text(x0, y0 - 2, f'{names[label]} {score:.2f}', fontsize=8, color='white',
                     va='bottom', bbox=dict(facecolor=colour, edgecolor='none', pad=1.5))
-        ax.set_title(f'image {img["id"]}: {len(gts)} objects, {kept} predictions',
-                     fontsize=9)
+        ax.set_title(f'image {img["id"]}: {len(gt.labels)} objects, {len(kept)} boxes, '
+                     f'{int((matched >= 0).sum())} found with the right class', fontsize=9)
     fig.suptitle((title + '\n' if title else '') +
                  f'thick solid = prediction (score >= {score_thr:g}), '
                  'thin dashed = ground truth', fontsize=10)

@@ -435,14 +435,14 @@ default_hooks = dict(logger=dict(interval=1))
 def test_draw_predictions_names_labels_by_the_config(shapes_root, tmp_path):
     # The shapes configs keep 3 of the json's 80 categories: label 0 is 'sports ball'
     # (drawn as 'circle'), not COCO's first category 'person'.
-    from pvt_mm.visualization import _label_categories
+    from pvt_mm.threshold_metrics import label_categories
     ann_file = shapes_root / 'annotations' / 'instances_val2017.json'
     categories = json.loads(ann_file.read_text())['categories']
-    labelled = _label_categories(categories, ('sports ball', 'kite', 'tv'))
+    labelled = label_categories(categories, ('sports ball', 'kite', 'tv'))
     assert [c['name'] for c in labelled] == ['sports ball', 'kite', 'tv']
-    assert _label_categories(categories, None)[0]['name'] == 'person'
+    assert label_categories(categories, None)[0]['name'] == 'person'
     with pytest.raises(ValueError, match='not categories of the annotation file'):
-        _label_categories(categories, ('sports ball', 'hexagon'))
+        label_categories(categories, ('sports ball', 'hexagon'))
 
     image = json.loads(ann_file.read_text())['images'][0]
     preds = [dict(img_id=image['id'], pred_instances=dict(

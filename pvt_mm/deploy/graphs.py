@@ -175,6 +175,8 @@ class RetinaNetGraph(nn.Module):
         self.nms_pre = int(cfg.get('nms_pre', -1))
         self.min_bbox_size = float(cfg.get('min_bbox_size', -1))
         self.iou_threshold = float(cfg.nms.iou_threshold)
+        # mmcv's batched_nms option: one NMS over all classes (the main job's setting).
+        self.class_agnostic = bool(cfg.nms.get('class_agnostic', False))
         self.max_per_img = int(cfg.max_per_img)
 
     def _level_candidates(self, cls_score: Tensor, bbox_pred: Tensor, priors: Tensor,
@@ -215,11 +217,12 @@ class RetinaNetGraph(nn.Module):
         scores = torch.cat([lv[1] for lv in levels], 1)  # (B, N)
         labels = torch.cat([lv[2] for lv in levels], 1)  # (B, N)
         return multiclass_nms(boxes, scores, labels, head.cls_out_channels, self.iou_threshold,
-                              self.score_thr, self.max_per_img)
+                              self.score_thr, self.max_per_img, self.class_agnostic)
 
 
 def multiclass_nms(boxes: Tensor, scores: Tensor, labels: Tensor, num_classes: int,
-                   iou_threshold: float, score_thr: float, max_per_img: int) -> Tuple[Tensor, Tensor]:
+                   iou_threshold: float, score_thr: float, max_per_img: int,
+                   class_agnostic: bool = False) -> Tuple[Tensor, Tensor]:
     """Class-wise NMS of each image's candidates (mmcv's ``batched_nms``), then the best
     ``max_per_img`` per image, packed into fixed-size outputs.
 
@@ -231,16 +234,23 @@ def multiclass_nms(boxes: Tensor, scores: Tensor, labels: Tensor, num_classes: i
         iou_threshold: NMS IoU threshold.
         score_thr: Score threshold (already applied; here it only drops the -1s).
         max_per_img: Detections kept per image.
+        class_agnostic: One NMS over all classes (``batched_nms``'s ``class_agnostic``): a
+            box also suppresses overlapping boxes of other classes.
 
     Returns:
         ``dets (B, max_per_img, 5)`` (best first; zeros past the last detection) and
         ``labels (B, max_per_img)`` (-1 past the last detection).
     """
     b, m = boxes.shape[0], max_per_img
-    class_ids = torch.arange(num_classes, device=boxes.device).view(1, -1, 1)
-    per_class = torch.where(labels.unsqueeze(1) == class_ids, scores.unsqueeze(1), -1.0)
+    if class_agnostic:
+        per_class = scores.unsqueeze(1)  # all candidates in one "class"
+    else:
+        class_ids = torch.arange(num_classes, device=boxes.device).view(1, -1, 1)
+        per_class = torch.where(labels.unsqueeze(1) == class_ids, scores.unsqueeze(1), -1.0)
     keep = onnx_nms(boxes, per_class, m, iou_threshold, max(score_thr, -0.5))
     bi, ci, ni = keep[:, 0], keep[:, 1], keep[:, 2]
+    if class_agnostic:
+        ci = labels[bi, ni]
     kept_scores = scores[bi, ni]
     # Per image, best first: one sort by (image, -score), in float64 so that the image
     # index does not round the scores away (scores lie in [0, 1]).

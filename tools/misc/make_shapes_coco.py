@@ -2,9 +2,10 @@
 """Generate the embedded detection set: synthetic images in real COCO layout.
 
     python tools/misc/make_shapes_coco.py [--out data/shapes_coco] [--train 400] [--val 64]
-        [--shapes 3 6]
+        [--tune 0] [--shapes 3 6]
 
-Writes ``annotations/instances_{train,val}2017.json``, ``train2017/`` and ``val2017/``.
+Writes ``annotations/instances_{train,val}2017.json``, ``train2017/`` and ``val2017/``
+(and, with ``--tune N``, ``instances_tune2017.json`` and ``tune2017/``).
 Each 320x256 image holds 3-6 filled shapes (``--shapes``) on a noisy background, annotated
 with boxes and polygon masks. The json lists COCO's 80 categories with their real ids, and
 the shapes are filed under three of them (circle: 'sports ball', triangle: 'kite',
@@ -15,7 +16,9 @@ folder, then renamed).
 
 The two splits are drawn from independent random streams (``numpy`` seeds ``[seed, 0]`` for
 training and ``[seed, 1]`` for validation), so the held-out images are never training
-images, whatever the split sizes. An existing set is reused only if it was made with the
+images, whatever the split sizes. ``--tune N`` adds a third split for choosing a recipe,
+drawn like the training images from its own stream ``[seed, 2]``: settings are compared on
+it, so that the held-out ``val`` images stay unseen until the final evaluation. An existing set is reused only if it was made with the
 same arguments (recorded in the json's ``info``); otherwise it is regenerated.
 """
 import argparse
@@ -36,7 +39,7 @@ COCO_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 2
             75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90]
 SHAPE_CATEGORY = {'circle': 'sports ball', 'triangle': 'kite', 'rectangle': 'tv'}
 WIDTH, HEIGHT = 320, 256
-SET_VERSION = 2  # bump when the drawing changes, so that old sets are regenerated
+SET_VERSION = 3  # bump when the drawing changes, so that old sets are regenerated
 # 3-6 shapes per image by default (fewer where they do not fit): more boxes per image = more
 # to learn from per training step (docs/get_started.md's main-job section has the runs). Circumradius
 # 18-48 px: boxes of about 30-96 px.
@@ -46,14 +49,18 @@ MIN_SHAPES, MAX_SHAPES, RADIUS = 3, 6, (18, 48)
 def existing_info(out_dir: str):
     """The ``info`` both splits of an existing set were made with, or None."""
     infos = []
-    for split in ('train', 'val'):
+    for split in ('train', 'val', 'tune'):
         path = osp.join(out_dir, 'annotations', f'instances_{split}2017.json')
         try:
             with open(path) as f:
                 infos.append(json.load(f).get('info'))
-        except (OSError, ValueError):
+        except OSError:
+            if split == 'tune' and infos[0] and not infos[0].get('tune'):
+                break  # made without a tuning split
             return None
-    return infos[0] if infos[0] == infos[1] else None
+        except ValueError:
+            return None
+    return infos[0] if all(info == infos[0] for info in infos) else None
 
 
 def coco_categories() -> list:
@@ -94,10 +101,12 @@ def make_split(out_dir: str, split: str, num_images: int, rng, categories, first
         draw = ImageDraw.Draw(img)
         placed = []
         for _ in range(rng.integers(shapes[0], shapes[1] + 1)):
-            for _attempt in range(20):  # avoid heavy overlap so every box is learnable
+            # Shapes do not touch: two shapes of the image's similar colours that overlapped
+            # merged into one blob whose outline matched neither class.
+            for _attempt in range(20):
                 r = rng.uniform(*RADIUS)
                 cx, cy = rng.uniform(r, WIDTH - r), rng.uniform(r, HEIGHT - r)
-                if all(math.hypot(cx - px, cy - py) > (r + pr) * 0.8 for px, py, pr in placed):
+                if all(math.hypot(cx - px, cy - py) > r + pr + 2 for px, py, pr in placed):
                     break
             else:
                 continue
@@ -130,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--out', default='data/shapes_coco')
     parser.add_argument('--train', type=int, default=400, help='number of training images')
     parser.add_argument('--val', type=int, default=64, help='number of validation images')
+    parser.add_argument('--tune', type=int, default=0,
+                        help='number of images of a tuning split (0: none), from its own '
+                        'random stream, for comparing settings without the held-out images')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--shapes', type=int, nargs=2, default=(MIN_SHAPES, MAX_SHAPES),
                         metavar=('MIN', 'MAX'), help='shapes per image (fewer if they do not fit)')
@@ -142,10 +154,12 @@ def main() -> int:
     args = parser.parse_args()
     if args.train < 1 or args.val < 1:
         parser.error('--train and --val must be at least 1')
+    if args.tune < 0:
+        parser.error(f'--tune {args.tune}: must be 0 (no tuning split) or more')
     if not 1 <= args.shapes[0] <= args.shapes[1]:
         parser.error(f'--shapes {args.shapes[0]} {args.shapes[1]}: need 1 <= MIN <= MAX')
     info = dict(description='pvt_mm shapes set', version=SET_VERSION, seed=args.seed,
-                train=args.train, val=args.val, shapes=list(args.shapes),
+                train=args.train, val=args.val, tune=args.tune, shapes=list(args.shapes),
                 display_names={v: k for k, v in SHAPE_CATEGORY.items()})
     if existing_info(args.out) == info and not args.force:
         print(f'{args.out} already exists (same arguments); use --force to regenerate')
@@ -158,15 +172,20 @@ def main() -> int:
         os.makedirs(osp.join(tmp, 'annotations'))
         next_id = make_split(tmp, 'train', args.train, np.random.default_rng([args.seed, 0]),
                              categories, 1, info, args.shapes)
-        make_split(tmp, 'val', args.val, np.random.default_rng([args.seed, 1]), categories,
-                   next_id, info, args.shapes)
+        next_id = make_split(tmp, 'val', args.val, np.random.default_rng([args.seed, 1]),
+                             categories, next_id, info, args.shapes)
+        if args.tune:
+            make_split(tmp, 'tune', args.tune, np.random.default_rng([args.seed, 2]),
+                       categories, next_id, info, args.shapes)
         if osp.exists(args.out):
             shutil.rmtree(args.out)
         os.replace(tmp, args.out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(f'wrote {args.train} training and {args.val} validation images to {args.out}')
+    tune = f', {args.tune} tuning' if args.tune else ''
+    print(f'wrote {args.train} training{tune} and {args.val} held-out validation images to '
+          f'{args.out}')
     return 0
 
 
