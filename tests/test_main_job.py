@@ -12,6 +12,7 @@ import torch
 from pvt_mm.threshold_metrics import Detections, threshold_metrics
 
 from .conftest import (MAIN_JOB_AP_FLOOR, REPO, assert_same_detections, build_from_config,
+                       cached_files,
                        evaluate_on_both_stacks, run_tool)
 
 CONFIG = 'configs/retinanet/pvtv2_b0_fpn_shapes.py'
@@ -78,7 +79,8 @@ def test_untrained_detector_stays_below_the_floor(main_job, tmp_path, checkpoint
              env={'TORCH_HOME': str(torch_home)})
     metrics = json.loads((tmp_path / 'eval' / 'test_metrics.json').read_text())
     assert metrics['coco/bbox_mAP'] < UNTRAINED_CEILING
-    assert (torch_home / 'hub' / 'checkpoints' / 'untrained.pth').is_file()
+    from pvt_mm.checkpoint import url_cache_path
+    assert cached_files(torch_home) == [url_cache_path(checkpoint_server.url + 'untrained.pth')]
     assert checkpoint_server.requests == ['/untrained.pth']  # mmengine read our download
 
 
