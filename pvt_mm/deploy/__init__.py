@@ -3,7 +3,7 @@ ONNX Runtime inference of pvt_mm models. Needs the ``deploy`` extra
 (``pip install ".[deploy]"``: onnx, onnxruntime, onnxscript)."""
 from .attention import ATTENTION_MODES
 from .export import DEFAULT_OPSET, PARTS, build_graph, check_dynamic, export_onnx, load_model
-from .graphs import SUPPORTED, DeployError
+from .errors import SUPPORTED, DeployError
 from .runner import ORTClassifier, ORTDetector, ORTRunner, ORTSegmentor, runner_for
 from .verify import compare_detections, detections_equal, verify_onnx
 
