@@ -121,6 +121,8 @@ def test_ffn_runs_in_pieces_in_the_graph(backbone_export):
     token_wise = not backbone.arch['ffn_dwconv']
     expected = sum(d * (ops.export_ffn_chunks(i) if token_wise else 1)
                    for i, d in enumerate(depths))
+    if backbone.arch['linear_sra']:
+        expected += sum(depths)  # linear SRA's own GELU after its pooled keys
     assert _attention_ops(path)['Gelu'] == expected
     if token_wise:
         assert expected > sum(depths)
