@@ -174,13 +174,13 @@ def check_other_size(graph: nn.Module, path: Union[str, Path], shape: Tuple[int,
         ref = graph(*inputs)
     ref = [r.numpy() for r in (ref if isinstance(ref, (tuple, list)) else (ref, ))]
     what = f'{size[0]}x{size[1]} (batch 1)'
-    problem = None
     try:
         outs = ORTRunner(path).run(inputs[0], *(t.numpy() for t in inputs[1:]))
     except Exception as exc:  # noqa: BLE001 -- ONNX Runtime's own error types vary
-        outs, problem = None, f'ONNX Runtime cannot run it there ({str(exc).splitlines()[0][:300]})'
-    if problem:
-        pass
+        outs = None
+        problem = f'ONNX Runtime cannot run it there ({str(exc).splitlines()[0][:300]})'
+    if outs is None:
+        pass  # problem says why
     elif [o.shape for o in outs] != [r.shape for r in ref]:
         problem = (f'output shapes {[o.shape for o in outs]} where PyTorch gives '
                    f'{[r.shape for r in ref]}')
@@ -191,6 +191,7 @@ def check_other_size(graph: nn.Module, path: Union[str, Path], shape: Tuple[int,
     else:
         errors = [relative_error(torch.from_numpy(r), torch.from_numpy(o))
                   for r, o in zip(ref, outs)]
+        problem = None
         if max(errors) > MAP_RTOL:
             problem = (f'max relative error per output {", ".join(f"{e:.2g}" for e in errors)} '
                        f'(tolerance {MAP_RTOL})')
