@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from .conftest import (CLS_TINY_CONFIG, PYTHON, REPO, SEG_TINY_CONFIG, ade_options, build_from_config,
-                       imagenet_options, run_tool)
+                       imagenet_options, load_tool, run_tool)
 
 # The deploy extra (onnx, onnxruntime, onnxscript, openvino) is installed by tools/setup_env.sh: a
 # missing one is a failure, not a skip.
@@ -110,6 +110,35 @@ def test_attention_is_fused(backbone_export):
     check_attention_fused(path, sum(backbone.arch['depths']), op)
 
 
+def test_ffn_runs_in_pieces_in_the_graph(backbone_export):
+    """Each token-wise FFN (PVT v1's) is cut into a fixed number of pieces per stage in the
+    exported file (16, 4, 1, 1: ~4,200-token pieces in stages 1-3 at 800x1333, as eager
+    chunks), one GELU per piece; v2's FFNs (depth-wise conv: tokens not independent) stay
+    whole. Equality at every size: test_backbone_one_file_any_size."""
+    from pvt_mm.models import ops
+    _, backbone, path, _ = backbone_export
+    depths = backbone.arch['depths']
+    token_wise = not backbone.arch['ffn_dwconv']
+    expected = sum(d * (ops.export_ffn_chunks(i) if token_wise else 1)
+                   for i, d in enumerate(depths))
+    if backbone.arch['linear_sra']:
+        expected += sum(depths)  # linear SRA's own GELU after its pooled keys
+    assert _attention_ops(path)['Gelu'] == expected
+    if token_wise:
+        assert expected > sum(depths)
+
+
+def test_fixed_chunks_compute_the_same_numbers():
+    """run_fixed_chunks (the graph's FFN pieces) equals one piece for token counts that
+    are not a multiple of the pieces, and for fewer tokens than pieces."""
+    from pvt_mm.models import ops
+    mlp = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.GELU(), torch.nn.Linear(32, 8))
+    for shape in ((2, 37, 8), (1, 3, 8), (5, 8)):
+        x = torch.randn(shape)
+        with torch.no_grad():
+            assert torch.allclose(ops.run_fixed_chunks(mlp, x, 16), mlp(x), atol=1e-6)
+
+
 def test_runner_refuses_bad_input(backbone_export):
     _, _, path, _ = backbone_export
     runner = ORTRunner(path)
@@ -121,6 +150,62 @@ def test_runner_refuses_bad_input(backbone_export):
         runner.run(np.zeros((1, 3, 64, 64), np.float64))
     with pytest.raises(DeployError, match='float32'):
         runner.run(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+
+
+def test_equality_checks_refuse_an_empty_comparison():
+    """Comparing nothing is not equality: no detections on either side (an untrained
+    detector), detections on one side only, no images at all, or all-zero maps."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    from pvt_mm.deploy.verify import compare_detections, detections_equal, relative_error
+
+    def result(n):
+        sample = DetDataSample()
+        sample.pred_instances = InstanceData(bboxes=torch.arange(4 * n, dtype=torch.float32).reshape(n, 4),
+                                             scores=torch.linspace(0.9, 0.5, n),
+                                             labels=torch.zeros(n, dtype=torch.int64))
+        return sample
+
+    assert detections_equal(compare_detections([result(3)], [result(3)]))
+    assert not detections_equal(compare_detections([result(0)], [result(0)]))
+    assert not detections_equal(compare_detections([result(0)], [result(2)]))
+    assert not detections_equal(compare_detections([], []))
+    with pytest.raises(DeployError, match='compare the same images'):
+        compare_detections([result(1)], [])
+    zeros = torch.zeros(2, 3)
+    assert relative_error(zeros, zeros) == float('inf')
+    assert relative_error(torch.ones(2, 3), torch.ones(2, 3)) == 0.0
+
+
+def _tiny_onnx(path, output: str) -> None:
+    """A one-node file (global mean of the image) whose output is named ``output``."""
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        [helper.make_node('ReduceMean', ['images'], [output], axes=[2, 3], keepdims=0)], 'tiny',
+        [helper.make_tensor_value_info('images', TensorProto.FLOAT, ['batch', 3, 'h', 'w'])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ['batch', 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)], ir_version=8)
+    onnx.save(model, str(path))
+
+
+def test_runner_for_opens_one_session(tmp_path, monkeypatch):
+    """runner_for reads the file's outputs and builds the fitting runner over one ONNX
+    Runtime session (not a probe session and then another)."""
+    from pvt_mm.deploy import runner_for
+    opened = []
+    real = onnxruntime.InferenceSession
+
+    def counting(*args, **kwargs):
+        opened.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, 'InferenceSession', counting)
+    _tiny_onnx(tmp_path / 'cls.onnx', 'logits')
+    runner = runner_for(tmp_path / 'cls.onnx', num_threads=1)
+    assert isinstance(runner, ORTClassifier) and len(opened) == 1
+    logits = runner.predict(torch.ones(2, 3, 8, 8))
+    assert torch.equal(logits, torch.ones(2, 3))
 
 
 def test_verify_fails_loudly_on_a_mismatch(backbone_export):
@@ -183,6 +268,25 @@ def test_size_frozen_inside_the_graph_is_refused(tmp_path):
         export_onnx(model, tmp_path / 'frozen.onnx', part='backbone', shape=(32, 40))
     assert list(tmp_path.iterdir()) == []
 
+def test_frozen_average_pool_is_refused(tmp_path, monkeypatch):
+    """The second freeze of the past: linear SRA's adaptive pool to 7x7 written as the plain
+    8x8 AveragePool of the 224x224 example (what the exporter makes of
+    ``F.adaptive_avg_pool2d``). Every declared shape is right, so only running the file at
+    a second size shows it: the export compares with PyTorch there, refuses, and writes
+    nothing."""
+    import torch.nn.functional as F
+
+    from pvt_mm.deploy import export_onnx
+    from pvt_mm.models import ops
+    config = _backbone_config('b2_li-depth1', tmp_path)
+    _, model = build_from_config(config, with_weights=False)
+    monkeypatch.setattr(ops, 'adaptive_avg_pool2d', F.adaptive_avg_pool2d)  # the old code
+    out = tmp_path / 'out' / 'frozen.onnx'
+    with pytest.raises(DeployError, match=r'other results than PyTorch at 256x288'):
+        export_onnx(model, out, part='backbone', shape=(224, 224))
+    assert list(out.parent.iterdir()) == []
+
+
 def test_openvino_runs_the_same_file(backbone_export):
     """OpenVINO (the deploy extra's third engine, benchmark_onnx.py --openvino) reads the
     exported file (opset 23, fused Attention or ONNX Runtime's MultiHeadAttention, dynamic
@@ -202,6 +306,17 @@ def test_openvino_runs_the_same_file(backbone_export):
         for r, o in zip(ref, outs, strict=True):
             assert o.shape == tuple(r.shape)
             assert np.abs(o - r.numpy()).max() / r.abs().max().item() <= 1e-4
+    # benchmark_onnx.py --openvino's engine: the ONNX Runtime runner's interface over an
+    # OpenVINO session (input checks, output names), the same numbers.
+    runner = load_tool('tools/deployment/benchmark_onnx.py').openvino_runner(str(path), 1)
+    reference = ORTRunner(path, num_threads=1)
+    assert runner.output_names == reference.output_names
+    assert runner.input_names == reference.input_names
+    images = torch.randn(1, 3, 96, 128)
+    for o, r in zip(runner.run(images), reference.run(images), strict=True):
+        assert np.abs(o - r).max() / np.abs(r).max() <= 1e-4
+    with pytest.raises(DeployError, match='float32'):
+        runner.run(images.double())
 
 
 def test_benchmark_without_openvino_is_a_clear_error():
@@ -281,6 +396,142 @@ def test_detector_runner_api(main_job_onnx):
     with pytest.raises(DeployError, match='float32'):
         detector.predict(np.zeros((1, 3, 64, 64), np.uint8))
 
+
+
+def _main_job_checkpoint(work):
+    return sorted(work.glob('epoch_*.pth'))[-1]
+
+
+def _held_out_images(count: int) -> list:
+    """The first ``count`` held-out images of the shapes set the main job made (320x256)."""
+    root = REPO / 'data' / 'shapes_coco'
+    info = json.loads((root / 'annotations' / 'instances_val2017.json').read_text())
+    return [root / 'val2017' / image['file_name'] for image in info['images'][:count]]
+
+
+def _detector_batch(model, paths, sizes, pad_divisor: int = 32):
+    """Images resized to ``sizes`` (``(h, w)`` each; ``scale_factor`` from the original),
+    through the model's data preprocessor, padded to a multiple of ``pad_divisor`` (1: the
+    tensor keeps the image's own size)."""
+    import mmcv
+    from mmdet.structures import DetDataSample
+    inputs, samples = [], []
+    for path, (h, w) in zip(paths, sizes, strict=True):
+        image = mmcv.imread(str(path))  # BGR, as LoadImageFromFile
+        h0, w0 = image.shape[:2]
+        inputs.append(torch.from_numpy(mmcv.imresize(image, (w, h))).permute(2, 0, 1).contiguous())
+        samples.append(DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h0, w0),
+                                                   scale_factor=(w / w0, h / h0))))
+    preprocessor = model.data_preprocessor
+    divisor, preprocessor.pad_size_divisor = preprocessor.pad_size_divisor, pad_divisor
+    try:
+        data = preprocessor(dict(inputs=inputs, data_samples=samples), False)
+    finally:
+        preprocessor.pad_size_divisor = divisor
+    return data['inputs'], data['data_samples']
+
+
+def _predict_both(model, detector, inputs, samples):
+    """``model.predict(rescale=True)`` and the file's, on copies of the same samples."""
+    from mmdet.structures import DetDataSample
+    with torch.no_grad():
+        ref = model.predict(inputs, [DetDataSample(metainfo=s.metainfo) for s in samples])
+    ort = detector.predict(inputs, [DetDataSample(metainfo=s.metainfo) for s in samples])
+    return ref, ort
+
+
+def _assert_same_detections(ref, ort) -> dict:
+    from pvt_mm.deploy import compare_detections, detections_equal
+    worst = compare_detections(ref, ort)
+    assert detections_equal(worst), worst
+    assert all(len(r.pred_instances) and len(o.pred_instances) for r, o in zip(ref, ort)), \
+        'an image without detections compares nothing'
+    return worst
+
+
+def test_retinanet_onnx_equals_pytorch_at_other_sizes(main_job_onnx):
+    """The trained RetinaNet's one file (exported at 192x256) against model.predict
+    (rescale=True, to the 320x256 originals) on held-out images at three other sizes --
+    one, 203x277, not a multiple of 32 and fed unpadded -- and on a padded batch of two
+    images of different sizes: the same detections (count, labels, boxes within 0.01 px,
+    scores within 1e-4), with detections on every image."""
+    work, path = main_job_onnx
+    model, _ = load_model(str(REPO / MAIN_JOB_CONFIG), str(_main_job_checkpoint(work)))
+    detector = ORTDetector(path)
+    paths = _held_out_images(3)
+    for size in ((224, 288), (320, 416), (203, 277)):
+        inputs, samples = _detector_batch(model, paths[:1], [size], pad_divisor=1)
+        assert tuple(inputs.shape[2:]) == size
+        _assert_same_detections(*_predict_both(model, detector, inputs, samples))
+    inputs, samples = _detector_batch(model, paths[1:3], [(192, 240), (237, 301)])
+    assert tuple(inputs.shape) == (2, 3, 256, 320)  # one padded batch, two image sizes
+    _assert_same_detections(*_predict_both(model, detector, inputs, samples))
+
+
+def _count(results) -> int:
+    return sum(len(r.pred_instances) for r in results)
+
+
+def test_retinanet_min_bbox_size_and_class_agnostic_nms(main_job_onnx, tmp_path):
+    """``min_bbox_size`` applies to the boxes in the original image's coordinates and
+    ``nms.class_agnostic=True`` suppresses across labels, as in mmdet: a file exported
+    with both (pytorch2onnx.py --cfg-options) gives model.predict's detections on held-out
+    images upscaled 1.5x. Both settings change the result here, and applying the minimum
+    size in the input's coordinates instead (the old graph) would too."""
+    work, _ = main_job_onnx
+    ckpt = str(_main_job_checkpoint(work))
+    plain, _ = load_model(str(REPO / MAIN_JOB_CONFIG), ckpt)
+    inputs, samples = _detector_batch(plain, _held_out_images(2), [(384, 480)] * 2)
+    with torch.no_grad():
+        ref_plain = plain.predict(inputs, samples)
+    boxes = torch.cat([r.pred_instances.bboxes for r in ref_plain])
+    # The median smaller side of the detections in the original images: some go, some stay.
+    min_size = round(float(torch.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).median()), 2)
+
+    def options(size, agnostic=True):
+        return {'model.test_cfg.min_bbox_size': size, 'model.test_cfg.nms.class_agnostic': agnostic}
+
+    def predict(size, agnostic=True):
+        model, _ = load_model(str(REPO / MAIN_JOB_CONFIG), ckpt, options(size, agnostic))
+        with torch.no_grad():
+            return model.predict(inputs, [type(s)(metainfo=s.metainfo) for s in samples]), model
+
+    ref, model = predict(min_size)
+    assert _count(ref) < _count(ref_plain)
+    assert _count(predict(min_size / 1.5)[0]) != _count(ref)  # input coordinates (x1.5)
+    assert _count(predict(min_size, agnostic=False)[0]) != _count(ref)
+    path = tmp_path / 'retinanet_nms.onnx'
+    run_tool(['tools/deployment/pytorch2onnx.py', MAIN_JOB_CONFIG, '--checkpoint', ckpt,
+              '--out', path, '--shape', '192', '256', '--cfg-options',
+              f'model.test_cfg.min_bbox_size={min_size}', 'model.test_cfg.nms.class_agnostic=True'])
+    _assert_same_detections(*_predict_both(model, ORTDetector(path), inputs, samples))
+
+
+def test_unsupported_nms_setting_is_refused(tmp_path):
+    """An NMS option the graph does not implement (mmcv's ``offset``) is refused by name
+    before anything is written."""
+    out = tmp_path / 'offset.onnx'
+    result = run_tool(['tools/deployment/pytorch2onnx.py', MAIN_JOB_CONFIG, '--out', out,
+                       '--cfg-options', 'model.test_cfg.nms.offset=1'], check=False)
+    assert result.returncode == 1, result.output[-3000:]
+    assert "its NMS config sets ['offset']" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_benchmark_times_nms_on_trained_weights(main_job_onnx):
+    """benchmark_onnx.py --checkpoint: the RetinaNet row runs on trained weights, so the
+    file's NMS runs and its detections are compared with PyTorch's before timing; without
+    --checkpoint a detector row is refused (nothing would be compared)."""
+    work, path = main_job_onnx
+    args = ['tools/deployment/benchmark_onnx.py', MAIN_JOB_CONFIG, '--part', 'model',
+            '--onnx', path, '--shape', '192', '256', '--repeat', '1', '--warmup', '0',
+            '--no-memory', '--threads', '1']
+    out = run_tool(args + ['--checkpoint', _main_job_checkpoint(work),
+                          '--image', _held_out_images(1)[0]]).output
+    found = re.search(r'equal: 192x256: (\d+) detections \(PyTorch\), (\d+) \(ONNX Runtime\)', out)
+    assert found and int(found[1]) > 0 and found[1] == found[2], out[-3000:]
+    refused = run_tool(args, check=False)
+    assert refused.returncode == 1 and '--checkpoint' in refused.stderr, refused.output[-3000:]
 
 
 # ------------------------------------------------------------- classifier and segmentor

@@ -10,7 +10,7 @@ require(ONNX_EXPORT)  # before .nms registers its op with torch.library.custom_o
 
 from .attention import ATTENTION_MODES
 from .export import DEFAULT_OPSET, PARTS, build_graph, check_dynamic, export_onnx, load_model
-from .graphs import SUPPORTED, DeployError
+from .errors import SUPPORTED, DeployError
 from .runner import ORTClassifier, ORTDetector, ORTRunner, ORTSegmentor, runner_for
 from .verify import compare_detections, detections_equal, verify_onnx
 

@@ -8,7 +8,7 @@
   provider runs with a FlashAttention kernel (blocked, the score matrix never materialised):
   faster at large inputs, but a file only ONNX Runtime reads.
 """
-from .graphs import DeployError
+from .errors import DeployError
 
 ATTENTION_MODES = ('onnx', 'ort')
 

@@ -10,7 +10,7 @@ from mmengine.model import BaseModel
 from torch import nn
 
 from .export import model_family
-from .graphs import DeployError
+from .errors import DeployError
 from .runner import ORTClassifier, ORTDetector, ORTSegmentor, runner_for
 
 

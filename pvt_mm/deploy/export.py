@@ -17,14 +17,18 @@ import torch
 from torch import nn
 
 from ..fileio import replaced_atomically
+from ..models import ops
 from .attention import attention_translations
-from .graphs import (SUPPORTED, BackboneGraph, ClassifierGraph, DeployError, RetinaNetGraph,
-                     SegmentorGraph, replace_mmseg_upsamples)
+from .errors import SUPPORTED, DeployError
+from .graphs import (BackboneGraph, ClassifierGraph, RetinaNetGraph, SegmentorGraph,
+                     replace_mmseg_upsamples)
 from .nms import TRANSLATIONS
 
 #: ONNX opset: 23 has the fused ``Attention`` op that ONNX Runtime runs as one kernel.
 DEFAULT_OPSET = 23
 PARTS = ('model', 'backbone')
+#: The inputs of an exported file (a detector's all three, other graphs the images only).
+INPUT_NAMES = ['images', 'img_shapes', 'scale_factors']
 
 
 def model_family(model: nn.Module) -> str:
@@ -41,8 +45,8 @@ def model_family(model: nn.Module) -> str:
 
 
 def build_graph(model: nn.Module, part: str = 'model') -> nn.Module:
-    """The exportable module for ``part`` of a copy of a built model (in eval mode, FFN
-    unchunked).
+    """The exportable module for ``part`` of a copy of a built model (in eval mode, each
+    token-wise FFN cut into a fixed number of pieces per stage).
 
     Args:
         model: A model built from a config (weights loaded).
@@ -53,10 +57,15 @@ def build_graph(model: nn.Module, part: str = 'model') -> nn.Module:
     model = copy.deepcopy(model)  # the caller's model keeps its own settings
     model.eval()  # dropout / drop-path off, inference code paths (always, whatever the caller did)
     for module in model.modules():
-        # FFN token chunking depends on the token count (a trace guard on H and W); one
-        # piece gives the same numbers.
+        # FFN token chunking by size depends on the token count (a trace guard on H and
+        # W); the graph cuts token-wise FFNs into a fixed number of pieces instead.
         if hasattr(module, 'chunk_tokens') and hasattr(module, 'token_wise'):
             module.chunk_tokens = None
+    backbone = getattr(model, 'backbone', model)
+    for index, stage in enumerate(getattr(backbone, 'stages', ())):
+        for module in stage.modules():
+            if getattr(module, 'token_wise', False) and hasattr(module, 'export_chunks'):
+                module.export_chunks = ops.export_ffn_chunks(index)
     if part == 'backbone':
         backbone = getattr(model, 'backbone', model)
         return BackboneGraph(backbone).eval()
@@ -84,14 +93,16 @@ def example_inputs(graph: nn.Module, shape: Tuple[int, int], batch: int = 2) -> 
     (torch.export specialises a size-1 dimension)."""
     images = torch.randn(batch, 3, *shape)
     if isinstance(graph, RetinaNetGraph):
-        return images, torch.tensor([list(shape)] * batch, dtype=torch.float32)
+        # Distinct scale factors per image, so that none is specialised to a constant.
+        return (images, torch.tensor([list(shape)] * batch, dtype=torch.float32),
+                torch.linspace(0.5, 2.0, 2 * batch).reshape(batch, 2))
     return (images, )
 
 
 def _dynamic_shapes(graph: nn.Module) -> tuple:
     images = {0: 'batch', 2: 'height', 3: 'width'}
     if isinstance(graph, RetinaNetGraph):
-        return (images, {0: 'batch'})
+        return (images, {0: 'batch'}, {0: 'batch'})
     return (images, )
 
 
@@ -133,6 +144,66 @@ def check_dynamic(path: Union[str, Path]) -> None:
                           '(the file would give wrong results at every other size).')
 
 
+def other_size(shape: Tuple[int, int]) -> Tuple[int, int]:
+    """The second size an export is checked at: larger than the example by a grid step in
+    H and two in W, so that every map of every stage changes size, by different amounts in
+    H and W."""
+    return shape[0] + 32, shape[1] + 64
+
+
+def check_other_size(graph: nn.Module, path: Union[str, Path], shape: Tuple[int, int]) -> str:
+    """Run the written file and ``graph`` in PyTorch at a batch of one at
+    :func:`other_size` and raise :class:`DeployError` unless every output agrees (stage
+    maps, logits: 1e-4 relative; a detector's boxes, scores, labels as
+    :func:`.verify.detections_equal`). This catches what the file's declared shapes cannot
+    show: an op whose size-dependent parameter was frozen to the example (the 8x8
+    ``AveragePool`` the exporter writes for an adaptive pool to 7x7 has the right output
+    shape at the example size only), or a size computed in Python from the input's shape.
+
+    Returns:
+        What was compared (a detector without detections -- untrained weights -- has only
+        its empty outputs compared; see the docs).
+    """
+    from .runner import ORTRunner
+    from .verify import MAP_RTOL, detections_close, relative_error
+    size = other_size(shape)
+    generator = torch.Generator().manual_seed(1)
+    inputs = example_inputs(graph, size, batch=1)
+    inputs = (torch.randn(inputs[0].shape, generator=generator), ) + inputs[1:]
+    with torch.no_grad():
+        ref = graph(*inputs)
+    ref = [r.numpy() for r in (ref if isinstance(ref, (tuple, list)) else (ref, ))]
+    what = f'{size[0]}x{size[1]} (batch 1)'
+    try:
+        outs = ORTRunner(path).run(inputs[0], *(t.numpy() for t in inputs[1:]))
+    except Exception as exc:  # noqa: BLE001 -- ONNX Runtime's own error types vary
+        outs = None
+        problem = f'ONNX Runtime cannot run it there ({str(exc).splitlines()[0][:300]})'
+    if outs is None:
+        pass  # problem says why
+    elif [o.shape for o in outs] != [r.shape for r in ref]:
+        problem = (f'output shapes {[o.shape for o in outs]} where PyTorch gives '
+                   f'{[r.shape for r in ref]}')
+    elif isinstance(graph, RetinaNetGraph):
+        problem = detections_close(ref, outs)
+        count = int((ref[1] >= 0).sum())
+        what += f', {count} detections' if count else ', no detections (untrained weights?)'
+    else:
+        errors = [relative_error(torch.from_numpy(r), torch.from_numpy(o))
+                  for r, o in zip(ref, outs)]
+        problem = None
+        if max(errors) > MAP_RTOL:
+            problem = (f'max relative error per output {", ".join(f"{e:.2g}" for e in errors)} '
+                       f'(tolerance {MAP_RTOL})')
+    if problem:
+        raise DeployError(f'The exported file gives other results than PyTorch at {what}, a '
+                          f'size other than the example\'s {shape[0]}x{shape[1]}: {problem}. '
+                          'An op was frozen to the example size (a size-dependent parameter '
+                          'or a size computed in Python from the input\'s shape). Export '
+                          'refused (one file must serve every size).')
+    return f'checked at {what}'
+
+
 def export_onnx(model: nn.Module, out: Union[str, Path], part: str = 'model',
                 shape: Tuple[int, int] = (256, 320), opset: int = DEFAULT_OPSET,
                 verbose: bool = False, attention: str = 'onnx') -> Path:
@@ -170,12 +241,13 @@ def export_onnx(model: nn.Module, out: Union[str, Path], part: str = 'model',
         with torch.no_grad(), quiet:
             program = torch.onnx.export(
                 graph, example_inputs(graph, shape), dynamo=True, opset_version=opset,
-                input_names=['images', 'img_shapes'][:len(_dynamic_shapes(graph))],
+                input_names=INPUT_NAMES[:len(_dynamic_shapes(graph))],
                 output_names=list(output_names(graph)),
                 dynamic_shapes=_dynamic_shapes(graph),
                 custom_translation_table=translations, verbose=verbose)
             program.save(tmp, external_data=False)
         check_dynamic(tmp)
+        check_other_size(graph, tmp, shape)
     return out
 
 

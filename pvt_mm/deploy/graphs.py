@@ -5,8 +5,10 @@ whose ``forward(images[, img_shapes])`` is exactly what the ONNX file computes.
 * :class:`ClassifierGraph`: an mmpretrain ``ImageClassifier``'s logits.
 * :class:`SegmentorGraph`: an mmseg ``EncoderDecoder``'s per-pixel logits at the input size.
 * :class:`RetinaNetGraph`: a single-stage anchor detector (RetinaNet) end to end, with the
-  config's ``test_cfg`` applied in the graph: score threshold, ``nms_pre`` per level,
-  ``min_bbox_size``, class-wise NMS (ONNX ``NonMaxSuppression``) and ``max_per_img``.
+  config's ``test_cfg`` applied in the graph as mmdet's ``BaseDenseHead`` applies it: score
+  threshold and ``nms_pre`` per level; then, on the boxes rescaled to the original image,
+  ``min_bbox_size``, NMS (ONNX ``NonMaxSuppression``; class-wise, or over all classes with
+  ``nms.class_agnostic``) and ``max_per_img``.
 
 Every graph works on the batch the data preprocessor makes (normalised, padded).
 """
@@ -17,20 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import SUPPORTED, DeployError
 from .nms import onnx_nms
-
-
-class DeployError(ValueError):
-    """A model or input that the deployment code cannot handle (the message says why)."""
-
-
-#: What :func:`build_graph` exports, for error messages and docs.
-SUPPORTED = (
-    "part='backbone': the backbone of any config (PVT v1 / v2: the four stage maps)",
-    "part='model': RetinaNet (mmdet single-stage detectors with an AnchorHead that scores "
-    'with a sigmoid and decodes with DeltaXYWHBBoxCoder), mmseg EncoderDecoder '
-    "(Semantic FPN, mode='whole') and mmpretrain ImageClassifier",
-)
 
 
 class BackboneGraph(nn.Module):
@@ -130,6 +120,11 @@ def _decode_deltas(priors: Tensor, deltas: Tensor, coder, img_shapes: Tensor) ->
     return boxes
 
 
+#: The keys of ``test_cfg.nms`` that :class:`RetinaNetGraph` implements (``split_thr`` only
+#: picks mmcv's loop, not the result).
+NMS_KEYS = frozenset({'type', 'iou_threshold', 'class_agnostic', 'split_thr'})
+
+
 def check_retinanet(model: nn.Module) -> None:
     """Raise :class:`DeployError` unless ``model`` is a detector :class:`RetinaNetGraph` can
     export exactly."""
@@ -148,19 +143,26 @@ def check_retinanet(model: nn.Module) -> None:
         problem = f'its box coder is {type(head.bbox_coder).__name__}'
     elif head.test_cfg is None or head.test_cfg.get('nms', {}).get('type', 'nms') != 'nms':
         problem = 'its test_cfg has no plain NMS'
+    elif set(head.test_cfg.nms) - NMS_KEYS:
+        problem = (f'its NMS config sets {sorted(set(head.test_cfg.nms) - NMS_KEYS)}, which '
+                   f'the graph does not implement (it reads {sorted(NMS_KEYS)})')
     if problem:
         raise DeployError(f'Cannot export this detector end to end: {problem}. Supported: '
                           + '; '.join(SUPPORTED) + ". Export its backbone with part='backbone'.")
 
 
 class RetinaNetGraph(nn.Module):
-    """``(images, img_shapes) -> (dets (B, max_per_img, 5), labels (B, max_per_img))``.
+    """``(images, img_shapes, scale_factors) -> (dets (B, max_per_img, 5), labels (B,
+    max_per_img))``.
 
     ``img_shapes`` is ``(B, 2)`` float ``(h, w)``: each image's size inside the padded batch
-    (mmdet's ``img_shape``), where its boxes are clipped. ``dets`` rows are ``x1, y1, x2,
-    y2, score`` in the input tensor's coordinates, best first per image; rows past an
-    image's detections are zeros with label ``-1``. The runner rescales to the original
-    image, as mmdet's ``rescale=True`` does.
+    (mmdet's ``img_shape``), where its boxes are clipped. ``scale_factors`` is ``(B, 2)``
+    float ``(w, h)`` factors from the original image to the input (mmdet's
+    ``scale_factor``; ones for results in the input's coordinates, ``rescale=False``): the
+    boxes are divided by them before ``min_bbox_size`` and NMS, where mmdet's
+    ``_bbox_post_process`` rescales them. ``dets`` rows are ``x1, y1, x2, y2, score`` in
+    the original image's coordinates, best first per image; rows past an image's
+    detections are zeros with label ``-1``.
 
     Args:
         model: A RetinaNet-style detector (see :func:`check_retinanet`).
@@ -175,7 +177,6 @@ class RetinaNetGraph(nn.Module):
         self.nms_pre = int(cfg.get('nms_pre', -1))
         self.min_bbox_size = float(cfg.get('min_bbox_size', -1))
         self.iou_threshold = float(cfg.nms.iou_threshold)
-        # mmcv's batched_nms option: one NMS over all classes (the main job's setting).
         self.class_agnostic = bool(cfg.nms.get('class_agnostic', False))
         self.max_per_img = int(cfg.max_per_img)
 
@@ -200,13 +201,10 @@ class RetinaNetGraph(nn.Module):
         anchor, label = index // classes, index % classes
         deltas = deltas.gather(1, anchor.unsqueeze(-1).expand(-1, -1, 4))
         boxes = _decode_deltas(priors[anchor], deltas, head.bbox_coder, img_shapes)
-        if self.min_bbox_size >= 0:
-            wide = (boxes[..., 2] - boxes[..., 0] > self.min_bbox_size) & (
-                boxes[..., 3] - boxes[..., 1] > self.min_bbox_size)
-            scores = torch.where(wide, scores, -1.0)
         return boxes, scores, label
 
-    def forward(self, images: Tensor, img_shapes: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor, img_shapes: Tensor,
+                scale_factors: Tensor) -> Tuple[Tensor, Tensor]:
         head = self.model.bbox_head
         cls_scores, bbox_preds = head(self.model.extract_feat(images))
         priors = head.prior_generator.grid_priors(
@@ -216,6 +214,12 @@ class RetinaNetGraph(nn.Module):
         boxes = torch.cat([lv[0] for lv in levels], 1)   # (B, N, 4)
         scores = torch.cat([lv[1] for lv in levels], 1)  # (B, N)
         labels = torch.cat([lv[2] for lv in levels], 1)  # (B, N)
+        # To the original image (mmdet's rescale), where min_bbox_size and NMS apply.
+        boxes = boxes / scale_factors.repeat(1, 2).unsqueeze(1)
+        if self.min_bbox_size >= 0:
+            wide = (boxes[..., 2] - boxes[..., 0] > self.min_bbox_size) & (
+                boxes[..., 3] - boxes[..., 1] > self.min_bbox_size)
+            scores = torch.where(wide, scores, -1.0)
         return multiclass_nms(boxes, scores, labels, head.cls_out_channels, self.iou_threshold,
                               self.score_thr, self.max_per_img, self.class_agnostic)
 
@@ -223,8 +227,8 @@ class RetinaNetGraph(nn.Module):
 def multiclass_nms(boxes: Tensor, scores: Tensor, labels: Tensor, num_classes: int,
                    iou_threshold: float, score_thr: float, max_per_img: int,
                    class_agnostic: bool = False) -> Tuple[Tensor, Tensor]:
-    """Class-wise NMS of each image's candidates (mmcv's ``batched_nms``), then the best
-    ``max_per_img`` per image, packed into fixed-size outputs.
+    """NMS of each image's candidates (mmcv's ``batched_nms``: per class, or over all
+    classes), then the best ``max_per_img`` per image, packed into fixed-size outputs.
 
     Args:
         boxes: ``(B, N, 4)`` candidate boxes.
@@ -234,8 +238,8 @@ def multiclass_nms(boxes: Tensor, scores: Tensor, labels: Tensor, num_classes: i
         iou_threshold: NMS IoU threshold.
         score_thr: Score threshold (already applied; here it only drops the -1s).
         max_per_img: Detections kept per image.
-        class_agnostic: One NMS over all classes (``batched_nms``'s ``class_agnostic``): a
-            box also suppresses overlapping boxes of other classes.
+        class_agnostic: One NMS over every class (a box suppresses overlapping boxes of
+            any label), as ``nms.class_agnostic=True``.
 
     Returns:
         ``dets (B, max_per_img, 5)`` (best first; zeros past the last detection) and
@@ -243,14 +247,13 @@ def multiclass_nms(boxes: Tensor, scores: Tensor, labels: Tensor, num_classes: i
     """
     b, m = boxes.shape[0], max_per_img
     if class_agnostic:
-        per_class = scores.unsqueeze(1)  # all candidates in one "class"
+        per_class = scores.unsqueeze(1)  # one "class": every candidate competes
     else:
         class_ids = torch.arange(num_classes, device=boxes.device).view(1, -1, 1)
         per_class = torch.where(labels.unsqueeze(1) == class_ids, scores.unsqueeze(1), -1.0)
     keep = onnx_nms(boxes, per_class, m, iou_threshold, max(score_thr, -0.5))
-    bi, ci, ni = keep[:, 0], keep[:, 1], keep[:, 2]
-    if class_agnostic:
-        ci = labels[bi, ni]
+    bi, ni = keep[:, 0], keep[:, 2]
+    ci = labels[bi, ni]
     kept_scores = scores[bi, ni]
     # Per image, best first: one sort by (image, -score), in float64 so that the image
     # index does not round the scores away (scores lie in [0, 1]).

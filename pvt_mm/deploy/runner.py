@@ -1,22 +1,28 @@
 """ONNX Runtime inference of an exported file: load once, ``predict(images)`` many times.
 
-:class:`ORTRunner` checks the input and runs the session; :class:`ORTDetector` turns the
+:class:`ORTSession` is the engine (one ONNX Runtime session); :class:`ORTRunner` checks
+the input and runs it; :class:`ORTDetector` turns the
 graph's padded ``dets`` / ``labels`` into mmdet ``DetDataSample`` results (rescaled to the
-original image with each sample's ``scale_factor``, as ``model.predict(rescale=True)``).
+original image with each sample's ``scale_factor`` inside the graph, as
+``model.predict(rescale=True)``).
 """
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from .graphs import DeployError
+from .errors import DeployError
 
 Array = Union[np.ndarray, torch.Tensor]
 
 
-class ORTRunner:
-    """An ONNX Runtime CPU session over one exported file.
+class ORTSession:
+    """An ONNX Runtime CPU session over one exported file: the engine under every runner.
+
+    Any object with the same four members (``input_names``, ``output_names``,
+    ``channels`` and ``run(feeds)``) can stand in for it, e.g. an OpenVINO compiled model
+    (``tools/deployment/benchmark_onnx.py --openvino``).
 
     Args:
         path: The ``.onnx`` file.
@@ -50,6 +56,46 @@ class ORTRunner:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.channels = self.session.get_inputs()[0].shape[1]
 
+    def run(self, feeds: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        """Every output, in ``output_names`` order."""
+        return self.session.run(self.output_names, feeds)
+
+    def end_profiling(self) -> str:
+        """Stop profiling; the path of ONNX Runtime's JSON profile."""
+        return self.session.end_profiling()
+
+
+class ORTRunner:
+    """Checked inputs in, the graph's raw outputs out, over one session.
+
+    Args:
+        path: The ``.onnx`` file, or an open engine (an :class:`ORTSession` or an object
+            with its members), which is then used as is.
+        **session_kwargs: :class:`ORTSession`'s options when ``path`` is a file
+            (``num_threads``, ``providers``, ``profile``).
+    """
+
+    def __init__(self, path: Union[str, Path, ORTSession], **session_kwargs) -> None:
+        if isinstance(path, (str, Path)):
+            self.session = ORTSession(path, **session_kwargs)
+        elif session_kwargs:
+            raise TypeError(f'session options {sorted(session_kwargs)} apply to a file path, '
+                            'not to an open session')
+        else:
+            self.session = path
+
+    @property
+    def input_names(self) -> List[str]:
+        return self.session.input_names
+
+    @property
+    def output_names(self) -> List[str]:
+        return self.session.output_names
+
+    @property
+    def channels(self):
+        return self.session.channels
+
     def check_images(self, images: Array) -> np.ndarray:
         """The batch as a float32 ndarray, or a :class:`DeployError` naming what is wrong."""
         if isinstance(images, torch.Tensor):
@@ -70,8 +116,11 @@ class ORTRunner:
 
     def run(self, images: Array, *extra: np.ndarray) -> List[np.ndarray]:
         """The graph's raw outputs for a checked batch (and any further inputs)."""
+        if len(extra) != len(self.input_names) - 1:
+            raise DeployError(f'The file takes inputs {self.input_names}; got the images and '
+                              f'{len(extra)} more.')
         feeds = dict(zip(self.input_names, (self.check_images(images), ) + extra))
-        return self.session.run(self.output_names, feeds)
+        return self.session.run(feeds)
 
     def end_profiling(self) -> str:
         """Stop profiling; the path of ONNX Runtime's JSON profile."""
@@ -80,6 +129,14 @@ class ORTRunner:
 
 class ORTDetector(ORTRunner):
     """A RetinaNet file exported with ``part='model'``: mmdet-style results."""
+
+    @staticmethod
+    def whole_image_inputs(images: Array) -> tuple:
+        """The file's ``img_shapes`` and ``scale_factors`` for a batch whose images fill
+        the tensor, with results in its coordinates (what ``predict`` passes without data
+        samples)."""
+        b, _, h, w = images.shape
+        return (np.array([[h, w]] * b, dtype=np.float32), np.ones((b, 2), dtype=np.float32))
 
     def predict(self, images: Array, data_samples: Optional[list] = None,
                 rescale: bool = True) -> list:
@@ -106,15 +163,15 @@ class ORTDetector(ORTRunner):
             raise DeployError(f'{len(data_samples)} data samples for a batch of {b} images.')
         shapes = np.array([s.metainfo.get('img_shape', (h, w))[:2] for s in data_samples],
                           dtype=np.float32)
-        dets, labels = self.run(images, shapes)
+        # The graph rescales to the original image itself (min_bbox_size and NMS apply
+        # there, as in mmdet); factors of one keep the input's coordinates.
+        factors = np.array([s.metainfo['scale_factor'] if rescale else (1.0, 1.0)
+                            for s in data_samples], dtype=np.float32)
+        dets, labels = self.run(images, shapes, factors)
         for sample, det, label in zip(data_samples, dets, labels):
             keep = label >= 0
             result = InstanceData()
-            bboxes = torch.from_numpy(det[keep, :4].copy())
-            if rescale:
-                sx, sy = sample.metainfo['scale_factor']
-                bboxes = bboxes * bboxes.new_tensor([1 / sx, 1 / sy, 1 / sx, 1 / sy])
-            result.bboxes = bboxes
+            result.bboxes = torch.from_numpy(det[keep, :4].copy())
             result.scores = torch.from_numpy(det[keep, 4].copy())
             result.labels = torch.from_numpy(label[keep].copy())
             sample.pred_instances = result
@@ -137,8 +194,8 @@ class ORTSegmentor(ORTRunner):
 
 
 def runner_for(path: Union[str, Path], **kwargs) -> ORTRunner:
-    """The runner class that fits the file's outputs."""
-    runner = ORTRunner(path, **kwargs)
+    """The runner class that fits the file's outputs, over one session of it."""
+    session = ORTSession(path, **kwargs)
     cls = {'dets': ORTDetector, 'logits': ORTClassifier,
-           'seg_logits': ORTSegmentor}.get(runner.output_names[0], ORTRunner)
-    return runner if cls is ORTRunner else cls(path, **kwargs)
+           'seg_logits': ORTSegmentor}.get(session.output_names[0], ORTRunner)
+    return cls(session)

@@ -1,11 +1,12 @@
 """Compare an exported file with PyTorch on the same input (the issue's tolerances)."""
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from .graphs import BackboneGraph, ClassifierGraph, DeployError, RetinaNetGraph, SegmentorGraph
+from .errors import DeployError
+from .graphs import RetinaNetGraph, SegmentorGraph
 from .runner import ORTDetector, ORTRunner
 
 #: max |diff| / max |ref| of backbone maps and classifier logits.
@@ -33,12 +34,18 @@ def compare_detections(ref: list, ort: list) -> Dict[str, float]:
 
     Returns:
         ``count_mismatch`` (images whose number of boxes differs), ``label_mismatch``,
-        ``box`` (max |diff| in pixels), ``score`` (max |diff|), ``detections``.
+        ``box`` (max |diff| in pixels), ``score`` (max |diff|), ``detections`` (in
+        ``ref``), ``other_detections`` (in ``ort``), ``images``.
     """
-    worst = dict(count_mismatch=0, label_mismatch=0, box=0.0, score=0.0, detections=0)
+    if len(ref) != len(ort):
+        raise DeployError(f'{len(ref)} reference results against {len(ort)}: compare the '
+                          'same images.')
+    worst = dict(count_mismatch=0, label_mismatch=0, box=0.0, score=0.0, detections=0,
+                 other_detections=0, images=len(ref))
     for a, b in zip(ref, ort):
         a, b = a.pred_instances, b.pred_instances
         worst['detections'] += len(a)
+        worst['other_detections'] += len(b)
         if len(a) != len(b):
             worst['count_mismatch'] += 1
             continue
@@ -53,22 +60,58 @@ def compare_detections(ref: list, ort: list) -> Dict[str, float]:
 
 
 def detections_equal(worst: Dict[str, float]) -> bool:
-    """Whether :func:`compare_detections`' result is within the tolerances."""
-    return (worst['count_mismatch'] == 0 and worst['label_mismatch'] == 0
+    """Whether :func:`compare_detections`' result is within the tolerances, with at least
+    one detection on each side: a comparison of nothing (no images, or no detections, as an
+    untrained detector gives) is not equality."""
+    return (worst['images'] > 0 and worst['detections'] > 0 and worst['other_detections'] > 0
+            and worst['count_mismatch'] == 0 and worst['label_mismatch'] == 0
             and worst['box'] <= BOX_ATOL and worst['score'] <= SCORE_ATOL)
 
 
+def detections_close(ref: Sequence, out: Sequence) -> Optional[str]:
+    """Compare a detector graph's raw outputs (``dets (B, M, 5)``, ``labels (B, M)``, as
+    numpy arrays) from two engines, order-insensitively among equal scores.
+
+    Returns:
+        ``None`` when every image has the same number of detections, the same labels,
+        boxes within :data:`BOX_ATOL` and scores within :data:`SCORE_ATOL`, else what
+        differs. (Both sides empty is agreement here: callers that need detections check
+        the count.)
+    """
+    for i, (rd, rl, od, ol) in enumerate(zip(ref[0], ref[1], out[0], out[1])):
+        rk, ok = rl >= 0, ol >= 0
+        if rk.sum() != ok.sum():
+            return f'image {i}: {int(rk.sum())} detections in PyTorch, {int(ok.sum())} in the file'
+        if not rk.any():
+            continue
+        (rb, rs, rlab), (ob, os_, olab) = (
+            canonical_order(torch.from_numpy(d[k, :4].copy()), torch.from_numpy(d[k, 4].copy()),
+                            torch.from_numpy(lab[k].copy()))
+            for d, lab, k in ((rd, rl, rk), (od, ol, ok)))
+        if not torch.equal(rlab, olab):
+            return f'image {i}: labels differ'
+        box, score = float((rb - ob).abs().max()), float((rs - os_).abs().max())
+        if box > BOX_ATOL or score > SCORE_ATOL:
+            return (f'image {i}: boxes differ by {box:.3g} px (tolerance {BOX_ATOL}), scores by '
+                    f'{score:.3g} ({SCORE_ATOL})')
+    return None
+
+
 def relative_error(ref: torch.Tensor, out: torch.Tensor) -> float:
-    """``max |out - ref| / max |ref|``."""
-    return float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+    """``max |out - ref| / max |ref|``; infinite when either side is empty or all zeros
+    (nothing was compared)."""
+    if ref.numel() == 0 or out.numel() == 0 or not ref.abs().max() > 0 or not out.abs().max() > 0:
+        return float('inf')
+    return float((out - ref).abs().max() / ref.abs().max())
 
 
 def verify_onnx(graph: nn.Module, path: Union[str, Path],
                 shapes: Sequence[Tuple[int, int]] = ((256, 320), ), batch: int = 2,
-                seed: int = 0) -> List[str]:
+                seed: int = 0, images: Optional[torch.Tensor] = None) -> List[str]:
     """Run ``graph`` (from :func:`.export.build_graph`) in PyTorch and the file in ONNX
-    Runtime on random images of each shape; raise :class:`DeployError` beyond the
-    tolerances.
+    Runtime on random images of each shape (or on ``images``, a pre-processed batch,
+    instead); raise :class:`DeployError` beyond the tolerances, and for a detector when
+    neither side detects anything (a comparison of nothing).
 
     Returns:
         One line per shape saying what was compared and the worst difference.
@@ -77,8 +120,10 @@ def verify_onnx(graph: nn.Module, path: Union[str, Path],
     lines = []
     detector = isinstance(graph, RetinaNetGraph)
     runner = ORTDetector(path) if detector else ORTRunner(path)
-    for shape in shapes:
-        images = torch.randn(batch, 3, *shape, generator=generator)
+    given = images
+    for shape in ([tuple(given.shape[2:])] if given is not None else shapes):
+        images = given if given is not None else torch.randn(batch, 3, *shape, generator=generator)
+        batch = images.shape[0]
         if detector:
             from mmdet.structures import DetDataSample
             samples = [DetDataSample(metainfo=dict(img_shape=tuple(shape), batch_input_shape=tuple(shape)))
@@ -89,7 +134,8 @@ def verify_onnx(graph: nn.Module, path: Union[str, Path],
                                  rescale=False)
             worst = compare_detections(ref, ort)
             ok = detections_equal(worst)
-            line = (f'{shape[0]}x{shape[1]}: {worst["detections"]} detections, images with a '
+            line = (f'{shape[0]}x{shape[1]}: {worst["detections"]} detections (PyTorch), '
+                    f'{worst["other_detections"]} (ONNX Runtime), images with a '
                     f'different count {worst["count_mismatch"]}, labels differing '
                     f'{worst["label_mismatch"]}, max box diff {worst["box"]:.2g} px (tolerance '
                     f'{BOX_ATOL}), max score diff {worst["score"]:.2g} ({SCORE_ATOL})')
@@ -109,6 +155,10 @@ def verify_onnx(graph: nn.Module, path: Union[str, Path],
                 line = (f'{shape[0]}x{shape[1]}: max relative error per output '
                         f'{", ".join(f"{e:.2g}" for e in errors)} (tolerance {MAP_RTOL})')
         lines.append(line)
+        if detector and not (worst['detections'] and worst['other_detections']):
+            raise DeployError(f'Nothing to compare at {line}: the detector found nothing on '
+                              'these random images (untrained weights?). Verify with trained '
+                              'weights (--checkpoint).')
         if not ok:
             raise DeployError('ONNX Runtime and PyTorch disagree beyond the tolerance at ' + line)
     return lines

@@ -196,6 +196,9 @@ class FFN(nn.Module):
                  relu: bool = False) -> None:
         super().__init__()
         self.chunk_tokens = ops.check_ffn_chunk_setting(chunk_tokens)
+        #: Pieces of a token-wise FFN in an exported graph (set per stage by the export,
+        #: :func:`pvt_mm.models.ops.export_ffn_chunks`; 1: one piece).
+        self.export_chunks = 1
         self.fc1 = nn.Linear(embed_dims, hidden_dims)
         self.relu = nn.ReLU() if relu else None
         self.dwconv = (nn.Conv2d(hidden_dims, hidden_dims, 3, padding=1, groups=hidden_dims)
@@ -236,6 +239,8 @@ class FFN(nn.Module):
                 return self._mlp(x, hw)  # not the fused fc1-GELU-fc2 (or dropout masks to keep)
             return ops.linear_gelu_linear(x, self.fc1.weight, self.fc1.bias,
                                           self.fc2.weight, self.fc2.bias)
+        if torch.compiler.is_exporting() and self.token_wise and self.export_chunks > 1:
+            return ops.run_fixed_chunks(self._mlp, x, self.export_chunks)
         chunk = ops.ffn_chunk_tokens(x.device, x.dtype, x.numel() // x.shape[-1],
                                      needs_grad=False, setting=self.chunk_tokens,
                                      token_wise=self.token_wise)

@@ -26,7 +26,9 @@ Strategies:
   neighbouring tokens, so its FFN runs in one piece). On CPU the FFN's hidden activations are the
   largest tensors of the backbone; running the tokens in chunks bounds them at no cost in
   speed. On a GPU small chunks starve the matmuls, so chunking runs there only when a user
-  asks for it with an explicit chunk size.
+  asks for it with an explicit chunk size. An exported graph cannot chunk by size (the token
+  count is symbolic): it cuts each token-wise FFN into a fixed number of pieces per stage
+  (:func:`export_ffn_chunks`), padded to a multiple of it.
 * **Adaptive average pooling** (linear SRA). Eager runs torch's kernel. An exported graph
   (ONNX) cannot use it: ONNX has no adaptive pool and the exporter bakes the example's
   kernel size into a fixed ``AveragePool``, wrong at every other input size. While
@@ -48,6 +50,9 @@ from ..capabilities import autocast_dtype, is_compiling, is_exporting
 
 #: ``ffn_chunk_tokens='auto'``: chunk size used where chunking pays (CPU inference).
 AUTO_FFN_CHUNK_TOKENS = 4096
+#: Exported graphs: FFN chunks of stage 1 (each later stage has a quarter of the tokens and
+#: a quarter of the chunks): 800x1333 gives ~4,200-token chunks in stages 1-3, like eager's.
+EXPORT_FFN_STAGE1_CHUNKS = 16
 #: Most query groups ever used; beyond this the k/v copies outweigh the gain.
 MAX_QUERY_GROUPS = 64
 #: Keys per block of the CUDA attention backward kernels (FlashAttention-2 and the
@@ -238,6 +243,29 @@ def ffn_chunk_tokens(device: torch.device, dtype: torch.dtype, num_tokens: int,
     if setting == 'auto':
         setting = AUTO_FFN_CHUNK_TOKENS if device.type == 'cpu' else None
     return setting if setting is not None and num_tokens > setting else None
+
+
+def export_ffn_chunks(stage_index: int) -> int:
+    """How many pieces an exported graph cuts a token-wise FFN of stage ``stage_index``
+    (0-based) into: :data:`EXPORT_FFN_STAGE1_CHUNKS` in stage 1, a quarter per later stage
+    (its token count shrinks 4x), at least 1. A count, not a size: the token count is
+    symbolic in the graph, the number of pieces has to be static."""
+    return max(1, EXPORT_FFN_STAGE1_CHUNKS // 4 ** stage_index)
+
+
+def run_fixed_chunks(fn: Callable[[Tensor], Tensor], x: Tensor, chunks: int) -> Tensor:
+    """``fn(x)`` for a token-wise ``fn``, in ``chunks`` pieces of equal, symbolic size: the
+    exportable form of :func:`run_token_chunks`. The tokens are padded to a multiple of
+    ``chunks`` (unconditionally: a test on the symbolic count would pin it), each piece runs
+    as its own ops in the graph, and the padding is cut off. An engine that runs the nodes
+    in order then keeps one piece's hidden activations at a time, in cache at large inputs
+    where one piece would not fit."""
+    rows = x.reshape(-1, x.shape[-1])
+    n = rows.shape[0]
+    rows = F.pad(rows, (0, 0, 0, -n % chunks))
+    pieces = rows.reshape(chunks, -1, rows.shape[-1]).unbind(0)
+    out = torch.cat([fn(piece) for piece in pieces])[:n]
+    return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 class _LinearGeluLinear(torch.autograd.Function):

@@ -3,10 +3,11 @@
 
     python tools/deployment/benchmark_onnx.py CONFIG --shape H W [--part backbone|model]
         [--arch ARCH] [--repeat 10] [--warmup 2] [--threads N] [--profile] [--json F]
-        [--save-onnx F | --onnx F] [--openvino]
+        [--checkpoint F] [--save-onnx F | --onnx F] [--openvino]
 
-Exports the config's model (random weights from ``--seed``: speed does not depend on
-them; ``--arch`` swaps the backbone's arch, e.g. ``small`` or ``b2``; ``--save-onnx`` keeps
+Exports the config's model (``--checkpoint``'s weights, else random ones from ``--seed``:
+speed does not depend on them, but a detector's comparison and NMS need detections, so
+``--part model`` of a detector needs ``--checkpoint``; ``--arch`` swaps the backbone's arch, e.g. ``small`` or ``b2``; ``--save-onnx`` keeps
 the file, which a second run at another ``--shape`` reuses with ``--onnx``), checks the
 file against PyTorch at ``--shape``, then times both engines interleaved (order alternating every repeat), with
 the same number of threads, and reports medians and the time ratio ORT / PyTorch.
@@ -59,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="export's attention: ONNX Attention or ONNX Runtime's "
                         'MultiHeadAttention (see pvt_mm.deploy.attention)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random weights')
+    parser.add_argument('--image', help='time (and compare) on this image, resized to --shape '
+                        'and pre-processed by the config (default: random normal pixels; a '
+                        'trained detector finds nothing in those)')
+    parser.add_argument('--checkpoint', help='trained weights (a detector needs them for '
+                        '--part model: random weights detect nothing, so NMS would not run '
+                        'and there would be no detections to compare)')
     parser.add_argument('--profile', action='store_true', help="ONNX Runtime's profiler")
     parser.add_argument('--no-memory', action='store_true', help='skip the memory children')
     parser.add_argument('--json', help='write every timing to this file')
@@ -77,58 +84,78 @@ def build(args):
     from pvt_mm.deploy import load_model
     options = {'model.backbone.arch': args.arch} if args.arch else None
     torch.manual_seed(args.seed)  # the same weights in every run and child process
-    model, cfg = load_model(args.config, cfg_options=options)
+    model, cfg = load_model(args.config, args.checkpoint, cfg_options=options)
     return model, cfg
 
 
-def openvino_runner(path: str, num_threads: int, detector: bool = False):
-    """An OpenVINO CPU model of the file behind the ONNX Runtime runner's input checks (and,
-    for a detector, the same ``predict`` unpacking): fp32 (OpenVINO would pick bf16 on CPUs
+class OpenVINOSession:
+    """An OpenVINO CPU compiled model of an exported file with :class:`ORTSession`'s
+    members, so that the ONNX Runtime runners (their input checks, the detector's
+    ``predict`` unpacking) run on it unchanged: fp32 (OpenVINO would pick bf16 on CPUs
     that have it), latency hint. Exits with the fix when OpenVINO cannot read the file.
 
     Args:
         path: The exported ``.onnx`` file.
         num_threads: OpenVINO's ``INFERENCE_NUM_THREADS`` (the other engines' threads).
-        detector: A RetinaNet file: the runner gets :class:`ORTDetector`'s ``predict``.
     """
-    import openvino as ov
 
+    def __init__(self, path: str, num_threads: int) -> None:
+        import openvino as ov
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except RuntimeError as exc:  # 2025.3: "does not support ... Attention"
+            lines = str(exc).splitlines() or ['']
+            reason = next((ln for ln in lines if 'not support' in ln), lines[-1])
+            sys.exit(f'error: OpenVINO {ov.__version__} cannot read {path}: {reason}\n'
+                     f'{OPENVINO_HELP}')
+        compiled = core.compile_model(model, 'CPU', {
+            'INFERENCE_NUM_THREADS': num_threads, 'PERFORMANCE_HINT': 'LATENCY',
+            'INFERENCE_PRECISION_HINT': 'f32'})
+        self.request = compiled.create_infer_request()
+        self.outputs = compiled.outputs
+        self.input_names = [port.get_any_name() for port in compiled.inputs]
+        self.output_names = [port.get_any_name() for port in compiled.outputs]
+        self.channels = compiled.inputs[0].get_partial_shape()[1].get_length()
+
+    def run(self, feeds: dict) -> list:
+        results = self.request.infer(feeds)
+        return [results[out] for out in self.outputs]
+
+
+def openvino_runner(path: str, num_threads: int, detector: bool = False):
+    """:class:`pvt_mm.deploy.ORTRunner` (or, for a RetinaNet file, ``ORTDetector``) over
+    an :class:`OpenVINOSession` of ``path``."""
     from pvt_mm.deploy import ORTDetector, ORTRunner
-
-    class OVRunner(ORTDetector if detector else ORTRunner):
-
-        def __init__(self) -> None:  # OpenVINO instead of an ONNX Runtime session
-            core = ov.Core()
-            try:
-                model = core.read_model(str(path))
-            except RuntimeError as exc:  # 2025.3: "does not support ... Attention"
-                lines = str(exc).splitlines() or ['']
-                reason = next((ln for ln in lines if 'not support' in ln), lines[-1])
-                sys.exit(f'error: OpenVINO {ov.__version__} cannot read {path}: {reason}\n'
-                         f'{OPENVINO_HELP}')
-            compiled = core.compile_model(model, 'CPU', {
-                'INFERENCE_NUM_THREADS': num_threads, 'PERFORMANCE_HINT': 'LATENCY',
-                'INFERENCE_PRECISION_HINT': 'f32'})
-            self.request = compiled.create_infer_request()
-            self.outputs = compiled.outputs
-            self.channels = compiled.inputs[0].get_partial_shape()[1].get_length()
-
-        def run(self, images, *extra):
-            results = self.request.infer((self.check_images(images), ) + extra)
-            return [results[out] for out in self.outputs]
-    return OVRunner()
+    return (ORTDetector if detector else ORTRunner)(OpenVINOSession(path, num_threads))
 
 
 ENGINES = ('pytorch', 'onnxruntime', 'openvino')
 
 
+def input_batch(args, model) -> torch.Tensor:
+    """The timed batch: ``--image`` resized to ``--shape`` through the config's data
+    preprocessor, ``--batch`` times, or random normal pixels (seed 0)."""
+    if not args.image:
+        torch.manual_seed(0)
+        return torch.randn(args.batch, 3, *args.shape)
+    import mmcv
+    image = mmcv.imread(args.image)
+    if image is None:
+        sys.exit(f'error: --image {args.image!r} is not an image file')
+    h, w = args.shape
+    pixels = torch.from_numpy(mmcv.imresize(image, (w, h))).permute(2, 0, 1).contiguous()
+    with torch.no_grad():
+        data = model.data_preprocessor(dict(inputs=[pixels] * args.batch), False)
+    return data['inputs'].float()
+
+
 def make_steps(args, model, onnx_path, engines=ENGINES) -> dict:
     """Zero-argument callables per engine (``--openvino`` adds ``'openvino'``), on the same
-    random batch."""
+    batch (:func:`input_batch`)."""
     from pvt_mm.deploy import ORTDetector, ORTRunner
     engines = [e for e in engines if e != 'openvino' or args.openvino]
-    torch.manual_seed(0)
-    images = torch.randn(args.batch, 3, *args.shape)
+    images = input_batch(args, model)
     detector = args.part == 'model'
     runners = {}
     if 'onnxruntime' in engines:
@@ -164,11 +191,11 @@ def openvino_vs_ort(args, onnx_path: str) -> str:
     import numpy as np
 
     from pvt_mm.deploy import ORTRunner
+    from pvt_mm.deploy import ORTDetector
     images = torch.randn(args.batch, 3, *args.shape)
-    extra = ()
-    if args.part == 'model':
-        extra = (np.array([list(args.shape)] * args.batch, dtype=np.float32), )
-    ort_outs = ORTRunner(onnx_path, num_threads=args.threads).run(images, *extra)
+    runner = ORTRunner(onnx_path, num_threads=args.threads)
+    extra = ORTDetector.whole_image_inputs(images) if len(runner.input_names) > 1 else ()
+    ort_outs = runner.run(images, *extra)
     ov_outs = openvino_runner(onnx_path, args.threads).run(images, *extra)
     parts = []
     for ref, out in zip(ort_outs, ov_outs):
@@ -259,7 +286,12 @@ def main(argv=None) -> None:
                  '(--save-onnx, or tools/deployment/pytorch2onnx.py)')
     torch.set_num_threads(args.threads)
     from pvt_mm.deploy import build_graph, export_onnx, verify_onnx
+    from pvt_mm.deploy.export import model_family
     model, _ = build(args)
+    if args.part == 'model' and model_family(model) == 'detector' and not args.checkpoint:
+        sys.exit('error: --part model of a detector needs trained weights (--checkpoint, and '
+                 '--image with something to detect): random weights detect nothing, so NMS '
+                 'would not run and the equality check would compare nothing')
     tmpdir = tempfile.TemporaryDirectory()
     onnx_path = args.onnx
     if onnx_path is None:
@@ -269,7 +301,7 @@ def main(argv=None) -> None:
                     attention=args.attention)
         print(f'exported in {time.perf_counter() - start:.0f} s')
     check = verify_onnx(build_graph(model, args.part), onnx_path, shapes=[tuple(args.shape)],
-                        batch=args.batch)
+                        batch=args.batch, images=input_batch(args, model))
     print('equal:', check[0])
     if args.openvino:
         print('openvino vs onnxruntime (per output):', openvino_vs_ort(args, onnx_path))
@@ -305,13 +337,10 @@ def main(argv=None) -> None:
         print(f'time OpenVINO / PyTorch: {medians["openvino"] / medians["pytorch"]:.2f}x')
     profile = None
     if args.profile:
-        from pvt_mm.deploy import ORTRunner
+        from pvt_mm.deploy import ORTDetector, ORTRunner
         runner = ORTRunner(onnx_path, num_threads=args.threads, profile=True)
-        images = torch.randn(args.batch, 3, *args.shape)
-        extra = ()
-        if args.part == 'model':
-            import numpy as np
-            extra = (np.array([list(args.shape)] * args.batch, dtype=np.float32), )
+        images = input_batch(args, model)
+        extra = ORTDetector.whole_image_inputs(images) if len(runner.input_names) > 1 else ()
         for _ in range(3):
             runner.run(images, *extra)
         path = runner.end_profiling()
