@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..capabilities import is_exporting
 from . import ops
 
 HW = Tuple[int, int]
@@ -239,7 +240,7 @@ class FFN(nn.Module):
                 return self._mlp(x, hw)  # not the fused fc1-GELU-fc2 (or dropout masks to keep)
             return ops.linear_gelu_linear(x, self.fc1.weight, self.fc1.bias,
                                           self.fc2.weight, self.fc2.bias)
-        if torch.compiler.is_exporting() and self.token_wise and self.export_chunks > 1:
+        if is_exporting() and self.token_wise and self.export_chunks > 1:
             return ops.run_fixed_chunks(self._mlp, x, self.export_chunks)
         chunk = ops.ffn_chunk_tokens(x.device, x.dtype, x.numel() // x.shape[-1],
                                      needs_grad=False, setting=self.chunk_tokens,
