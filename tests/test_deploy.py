@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 
 from .conftest import (CLS_TINY_CONFIG, PYTHON, REPO, SEG_TINY_CONFIG, ade_options, build_from_config,
                        imagenet_options, load_tool, run_tool)
@@ -362,9 +363,14 @@ def test_retinanet_onnx_equals_pytorch_on_held_out_images(main_job_onnx, tmp_pat
     assert len(ref) == len(ort) == 64
     ref = sorted(ref, key=lambda r: r['img_id'])
     ort = sorted(ort, key=lambda r: r['img_id'])
+    # A box scoring within the score tolerance of test_cfg.score_thr may fall on either side
+    # of it in the two engines (seen: 0.05000 kept by ONNX Runtime, not by PyTorch): those
+    # are left out of the comparison; every other box must match.
+    edge = Config.fromfile(REPO / MAIN_JOB_CONFIG).model.test_cfg.score_thr + 1e-4
     total = 0
     for a, b in zip(ref, ort):
-        a, b = a['pred_instances'], b['pred_instances']
+        a, b = ({k: v[x['pred_instances']['scores'] > edge] for k, v in x['pred_instances'].items()
+                 if k in ('bboxes', 'scores', 'labels')} for x in (a, b))
         assert len(a['scores']) == len(b['scores'])
         total += len(a['scores'])
         if not len(a['scores']):
