@@ -61,7 +61,7 @@ def test_main_job_learns(main_job):
     # first screen says what will happen and how long, the last one where everything is.
     assert re.search(r'epoch \d+/\d+ +iter +\d+/\d+ +loss [\d.]+ +ETA', result.stdout)
     assert 'Config:' not in result.stdout and 'Config:' in (work / 'train.log').read_text()
-    assert result.stdout.startswith('pvt_mm main job:') and 'about 7 minutes' in result.stdout
+    assert result.stdout.startswith('pvt_mm main job:') and 'about 5 minutes' in result.stdout
     assert f'Where everything is ({work}/)' in result.stdout
 
 

@@ -25,7 +25,7 @@ pvt_mm main job: train a detector (RetinaNet with a PVT v2-b0 backbone) from scr
 generated images of circles, triangles and rectangles, then test it on $HELD_OUT held-out images.
   1. setup  check the Python stack in .venv; the first run builds it (~15 min on 2 cores)
   2. data   draw $TRAIN_IMAGES training and $HELD_OUT held-out images (seconds)
-  3. train  5 epochs: about 7 minutes on a 2-core CPU (a progress line with ETA every 30 s)
+  3. train  7 epochs: about 5 minutes on an idle 2-core CPU, up to 10 on a busy one (a progress line with ETA every 30 s)
   4. test   COCO box AP and per-class precision / recall on the held-out images (~15 s)
   5. draw   predictions.png and curves.png
 Everything goes to $WORK/, each phase's full log too.
