@@ -307,14 +307,14 @@ class FiniteInputHook(Hook):
     """Read the input checks still in flight when a train, val or test run ends.
 
     On CUDA PVT's NaN/Inf input check is read a few calls late (no host sync, see
-    :class:`pvt_mm.models.ops.FiniteInputCheck`); without this hook the checks of the last
+    :class:`pvt_mm.models.input_checks.FiniteInputCheck`); without this hook the checks of the last
     batches of a run would never be read.
     """
 
     priority = 'HIGHEST'
 
     def _finish(self, runner) -> None:
-        from .models.ops import finish_input_checks
+        from .models.input_checks import finish_input_checks
         finish_input_checks(runner.model)
 
     def after_train_epoch(self, runner) -> None:

@@ -132,12 +132,12 @@ def test_ffn_runs_in_pieces_in_the_graph(backbone_export):
 def test_fixed_chunks_compute_the_same_numbers():
     """run_fixed_chunks (the graph's FFN pieces) equals one piece for token counts that
     are not a multiple of the pieces, and for fewer tokens than pieces."""
-    from pvt_mm.models import ops
+    from pvt_mm.models import export_ops
     mlp = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.GELU(), torch.nn.Linear(32, 8))
     for shape in ((2, 37, 8), (1, 3, 8), (5, 8)):
         x = torch.randn(shape)
         with torch.no_grad():
-            assert torch.allclose(ops.run_fixed_chunks(mlp, x, 16), mlp(x), atol=1e-6)
+            assert torch.allclose(export_ops.run_fixed_chunks(mlp, x, 16), mlp(x), atol=1e-6)
 
 
 def test_runner_refuses_bad_input(backbone_export):
@@ -278,10 +278,10 @@ def test_frozen_average_pool_is_refused(tmp_path, monkeypatch):
     import torch.nn.functional as F
 
     from pvt_mm.deploy import export_onnx
-    from pvt_mm.models import ops
+    from pvt_mm.models import export_ops
     config = _backbone_config('b2_li-depth1', tmp_path)
     _, model = build_from_config(config, with_weights=False)
-    monkeypatch.setattr(ops, 'adaptive_avg_pool2d', F.adaptive_avg_pool2d)  # the old code
+    monkeypatch.setattr(export_ops, 'adaptive_avg_pool2d', F.adaptive_avg_pool2d)  # the old code
     out = tmp_path / 'out' / 'frozen.onnx'
     with pytest.raises(DeployError, match=r'other results than PyTorch at 256x288'):
         export_onnx(model, out, part='backbone', shape=(224, 224))

@@ -1,4 +1,4 @@
-"""pvt_mm.models.ops: every device strategy equals the plain computation, and the choice of
+"""pvt_mm.models.ops and its kernels: every device strategy equals the plain computation, and the choice of
 strategy is a function of (device, dtype, shape). Tests marked ``cuda`` run the same checks
 on a GPU (skipped, with the reason, where there is none)."""
 import math
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pvt_mm import PVT
-from pvt_mm.models import ops
+from pvt_mm.models import input_checks, kernels, ops
 from pvt_mm.models.layers import FFN, SpatialReductionAttention
 
 CPU, CUDA = torch.device('cpu'), torch.device('cuda')
@@ -28,7 +28,7 @@ def _attention_case(groups, device, dtype):
     q, k, v = (torch.randn(b, s, heads, d, device=device, dtype=dtype, requires_grad=True)
                for s in (n, m, m))
     results = []
-    for fn in (lambda: ops.grouped_attention(q, k, v, groups),
+    for fn in (lambda: kernels.grouped_attention(q, k, v, groups),
                lambda: _reference_attention(q, k, v)):
         out = fn()
         grads = torch.autograd.grad(out.double().square().sum(), (q, k, v))
@@ -177,7 +177,7 @@ def test_token_chunks_equal_one_piece():
     ffn = FFN(16, 64, chunk_tokens=None).eval()
     x = torch.randn(3, 101, 16)
     with torch.no_grad():
-        torch.testing.assert_close(ops.run_token_chunks(ffn._mlp, x, 50), ffn._mlp(x))
+        torch.testing.assert_close(kernels.run_token_chunks(ffn._mlp, x, 50), ffn._mlp(x))
 
 
 def test_cpu_input_check_raises_at_once():
@@ -316,8 +316,8 @@ def test_cuda_input_check_pending_at_the_end_of_a_run_is_read(tmp_path):
         model(_nan_image('cuda')[None])
     assert model._finite_input.pending >= 1  # nothing read it: the last call queued it
     with pytest.raises(ValueError, match=r'input of call 2 of the 2 checked so far'):
-        ops.finish_input_checks(model)
-    assert ops.finish_input_checks(model) == 0  # nothing left in flight
+        input_checks.finish_input_checks(model)
+    assert input_checks.finish_input_checks(model) == 0  # nothing left in flight
     good = torch.randn(3, 64, 64)
     with pytest.raises(ValueError, match=r'detected asynchronously on the GPU: the offending '
                                          r'batch is the input of call 3 of the 3'):

@@ -5,7 +5,8 @@ Tokens travel between blocks as ``(B, N, C)`` tensors together with the spatial 
 holds the class token when there is one.
 
 How the attention and the FFN run on a device (query groups, token chunks) is decided in
-:mod:`pvt_mm.models.ops`; the layers here hold the maths.
+:mod:`pvt_mm.models.ops` and run by :mod:`pvt_mm.models.kernels` (and, while exporting,
+:mod:`pvt_mm.models.export_ops`); the layers here hold the maths.
 """
 from typing import Optional, Tuple
 
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..capabilities import is_exporting
-from . import ops
+from . import export_ops, kernels, ops
 
 HW = Tuple[int, int]
 
@@ -124,7 +125,7 @@ class SpatialReductionAttention(nn.Module):
         # A (B, H, W, C) view permuted to NCHW is channels-last in memory: no copy needed.
         grid = spatial.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
         if self.linear:
-            reduced = self.act(self.norm(self.sr(ops.adaptive_avg_pool2d(grid, self.LINEAR_POOL_SIZE)).flatten(2).transpose(1, 2)))
+            reduced = self.act(self.norm(self.sr(export_ops.adaptive_avg_pool2d(grid, self.LINEAR_POOL_SIZE)).flatten(2).transpose(1, 2)))
         else:
             reduced = self.norm(self.sr(grid).flatten(2).transpose(1, 2))
         return torch.cat((prefix, reduced), dim=1) if num_prefix_tokens else reduced
@@ -138,8 +139,8 @@ class SpatialReductionAttention(nn.Module):
         groups = ops.attention_query_groups(
             x.device, q.dtype, b, heads, n, k.shape[1],
             needs_grad=torch.is_grad_enabled() and q.requires_grad)
-        x = ops.grouped_attention(q, k, v, groups,
-                                  dropout_p=self.attn_drop if self.training else 0.0)
+        x = kernels.grouped_attention(q, k, v, groups,
+                                      dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(x))
 
 
@@ -238,16 +239,16 @@ class FFN(nn.Module):
         if needs_grad:
             if not self.token_wise or self.relu is not None or (self.training and self.drop.p > 0):
                 return self._mlp(x, hw)  # not the fused fc1-GELU-fc2 (or dropout masks to keep)
-            return ops.linear_gelu_linear(x, self.fc1.weight, self.fc1.bias,
-                                          self.fc2.weight, self.fc2.bias)
+            return kernels.linear_gelu_linear(x, self.fc1.weight, self.fc1.bias,
+                                              self.fc2.weight, self.fc2.bias)
         if is_exporting() and self.token_wise and self.export_chunks > 1:
-            return ops.run_fixed_chunks(self._mlp, x, self.export_chunks)
+            return export_ops.run_fixed_chunks(self._mlp, x, self.export_chunks)
         chunk = ops.ffn_chunk_tokens(x.device, x.dtype, x.numel() // x.shape[-1],
                                      needs_grad=False, setting=self.chunk_tokens,
                                      token_wise=self.token_wise)
         if chunk is None:
             return self._mlp(x, hw)
-        return ops.run_token_chunks(self._mlp, x, chunk)
+        return kernels.run_token_chunks(self._mlp, x, chunk)
 
     def extra_repr(self) -> str:
         return f'chunk_tokens={self.chunk_tokens!r}'

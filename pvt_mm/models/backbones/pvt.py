@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ...capabilities import is_exporting
 from .. import ops
+from ..input_checks import FiniteInputCheck
 from ..layers import HW, EncoderLayer, PatchEmbed
 from .pvt_convert import load_pretrained
 
@@ -306,7 +307,7 @@ class PVT(BaseModule):
             raise ValueError(f'frozen_stages={frozen_stages} is out of range; use -1 (train all) '
                              f'up to {self.num_stages} (freeze all).')
         self.frozen_stages = frozen_stages
-        self._finite_input = ops.FiniteInputCheck(
+        self._finite_input = FiniteInputCheck(
             'PVT input contains NaN or Inf values; check the image files and the data '
             'preprocessor (mean/std) before the backbone.')
 
@@ -415,7 +416,7 @@ class PVT(BaseModule):
                              f'least {min_side}x{min_side} pixels (one cell in the last stage, one '
                              'reduction window in every attention). Resize or pad the image.')
         # One reduction over the input (cheap next to the network); on CUDA read back
-        # without a host sync, see ops.FiniteInputCheck.
+        # without a host sync, see input_checks.FiniteInputCheck.
         self._finite_input(x)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
