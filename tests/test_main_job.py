@@ -136,12 +136,12 @@ def test_threshold_metrics_match_one_box_per_object_and_class():
 
 @pytest.mark.parametrize('class_agnostic', [False, True])
 def test_exported_nms_matches_mmcv(class_agnostic):
-    """The deployable graph's NMS (pvt_mm.deploy.graphs.multiclass_nms) keeps what mmcv's
+    """The deployable graph's NMS (pvt_mm.deploy.nms.multiclass_nms) keeps what mmcv's
     batched_nms keeps, also with the main job's class-agnostic setting: overlapping boxes
     of different classes, where the two settings differ."""
     from mmcv.ops import batched_nms
 
-    from pvt_mm.deploy.graphs import multiclass_nms
+    from pvt_mm.deploy.nms import multiclass_nms
     torch.manual_seed(0)
     xy = torch.rand(1, 60, 2) * 60
     boxes = torch.cat([xy, xy + 20 + torch.rand(1, 60, 2) * 10], 2)

@@ -1,7 +1,8 @@
 """Export a config's model (or its backbone) to one ONNX file that serves any batch and
 input size, and check it against PyTorch.
 
-``torch.onnx.export(..., dynamo=True)`` traces the graph of :mod:`.graphs` with symbolic
+``torch.onnx.export(..., dynamo=True)`` traces the graph (:mod:`.graphs`, or
+:mod:`.retinanet` for a detector) with symbolic
 batch, height and width. The export fails (:class:`DeployError`) rather than write a file
 that a trace guard pinned to the example size. The file is written to a temporary name
 in the same folder and renamed at the end, so an interrupted or failed export leaves no
@@ -18,11 +19,13 @@ from torch import nn
 
 from ..fileio import replaced_atomically
 from ..models import ops
+from ..models.backbones import PVT
 from .attention import attention_translations
 from .errors import SUPPORTED, DeployError
-from .graphs import (BackboneGraph, ClassifierGraph, RetinaNetGraph, SegmentorGraph,
-                     replace_mmseg_upsamples)
+from .graphs import BackboneGraph, ClassifierGraph, SegmentorGraph
+from .mmseg_patch import replace_mmseg_upsamples
 from .nms import TRANSLATIONS
+from .retinanet import RetinaNetGraph
 
 #: ONNX opset: 23 has the fused ``Attention`` op that ONNX Runtime runs as one kernel.
 DEFAULT_OPSET = 23
@@ -82,10 +85,22 @@ def build_graph(model: nn.Module, part: str = 'model') -> nn.Module:
     return ClassifierGraph(model).eval()
 
 
+#: The smallest example side for a backbone that is not PVT (it states no smallest input):
+#: one cell in the last map at the usual total stride of 32.
+OTHER_BACKBONE_MIN_SIDE = 32
+
+
 def min_input_side(model: nn.Module) -> int:
-    """The smallest side the model's backbone takes (PVT's ``min_input_side``, else 32)."""
+    """The smallest example side an export of ``model`` traces at.
+
+    For PVT, the backbone's own smallest input (:func:`pvt_mm.models.backbones.pvt.min_input_side`
+    of its arch) and at least its total stride (every stage map of the example has a cell);
+    for another backbone, :data:`OTHER_BACKBONE_MIN_SIDE`.
+    """
     backbone = getattr(model, 'backbone', model)
-    return max(int(getattr(backbone, 'min_input_side', 32)), 32)
+    if not isinstance(backbone, PVT):
+        return OTHER_BACKBONE_MIN_SIDE
+    return max(backbone.min_input_side, backbone.strides[-1])
 
 
 def example_inputs(graph: nn.Module, shape: Tuple[int, int], batch: int = 2) -> tuple:

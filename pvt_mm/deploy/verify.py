@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from .errors import DeployError
-from .graphs import RetinaNetGraph, SegmentorGraph
+from .graphs import SegmentorGraph
+from .retinanet import RetinaNetGraph
 from .runner import ORTDetector, ORTRunner
 
 #: max |diff| / max |ref| of backbone maps and classifier logits.
