@@ -23,6 +23,8 @@ import sys
 from collections import OrderedDict
 from typing import Dict, List, Tuple
 
+from pvt_mm.tool_cli import run_tool
+
 # Scalars every train record carries that are not curves.
 BOOKKEEPING = {'epoch', 'iter', 'step'}
 
@@ -165,20 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = build_parser()
-    return parser.parse_args(argv)
-
-
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        out = plot_curve(args)
-    except LogError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 2
-    print(f'wrote {out}')
-    return 0
+    args = build_parser().parse_args(argv)
+    return run_tool(lambda: f'wrote {plot_curve(args)}', LogError)
 
 
 if __name__ == '__main__':

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from pvt_mm.models.attention_maps import pyramid
+from pvt_mm.tool_cli import run_tool
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -201,52 +202,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = build_parser()
-    return parser.parse_args(argv)
+def visualize(args: argparse.Namespace) -> str:
+    """Draw the picture that ``args`` asks for; returns the line that reports it.
+
+    Raises:
+        PyramidError: a wrong argument or an unreadable image.
+    """
+    if not args.out.lower().endswith('.png'):
+        raise PyramidError(f'--out must be a .png file, got {args.out!r}')
+    if args.size < 32:
+        raise PyramidError('--size must be at least 32')
+    rgb = read_image(args.image)
+    query = None
+    if args.attn_query is not None:
+        x, y = args.attn_query
+        if not (0 <= x < rgb.shape[1] and 0 <= y < rgb.shape[0]):
+            raise PyramidError(f'--attn-query ({x:g}, {y:g}) is outside the '
+                               f'{rgb.shape[1]}x{rgb.shape[0]} image')
+    torch.manual_seed(args.seed)
+    backbone, cfg = build_backbone(args.config, args.checkpoint)
+    img, (h, w) = preprocess(rgb, cfg, args.size)
+    if args.attn_query is not None:
+        query = (args.attn_query[0] * w / rgb.shape[1], args.attn_query[1] * h / rgb.shape[0])
+    try:
+        stages = pyramid(backbone, img, query, args.layer)
+    except ValueError as exc:
+        raise PyramidError(f'--layer: {exc}') from None
+    resized = np.asarray(
+        F.interpolate(torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)[None],
+                      size=(h, w), mode='bilinear', align_corners=False)[0]
+        .permute(1, 2, 0).clamp(0, 255).byte())
+    weights = 'random weights' if args.checkpoint is None else osp.basename(args.checkpoint)
+    title = f'PVT-{backbone.arch["depths"]} ({weights}): '
+    names = [n for n, a in type(backbone).arch_zoo.items() if a == backbone.arch]
+    if names:
+        title = f'PVT-{names[0].capitalize()} ({weights}): '
+    out_dir = osp.dirname(osp.abspath(args.out))
+    os.makedirs(out_dir, exist_ok=True)
+    draw(resized, stages, args.out, args.reduce, query, title,
+         tuple(args.attn_query) if args.attn_query is not None else None)
+    return f'wrote {args.out}'
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        if not args.out.lower().endswith('.png'):
-            raise PyramidError(f'--out must be a .png file, got {args.out!r}')
-        if args.size < 32:
-            raise PyramidError('--size must be at least 32')
-        rgb = read_image(args.image)
-        query = None
-        if args.attn_query is not None:
-            x, y = args.attn_query
-            if not (0 <= x < rgb.shape[1] and 0 <= y < rgb.shape[0]):
-                raise PyramidError(f'--attn-query ({x:g}, {y:g}) is outside the '
-                                   f'{rgb.shape[1]}x{rgb.shape[0]} image')
-        torch.manual_seed(args.seed)
-        backbone, cfg = build_backbone(args.config, args.checkpoint)
-        img, (h, w) = preprocess(rgb, cfg, args.size)
-        if args.attn_query is not None:
-            query = (args.attn_query[0] * w / rgb.shape[1], args.attn_query[1] * h / rgb.shape[0])
-        try:
-            stages = pyramid(backbone, img, query, args.layer)
-        except ValueError as exc:
-            raise PyramidError(f'--layer: {exc}') from None
-        resized = np.asarray(
-            F.interpolate(torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)[None],
-                          size=(h, w), mode='bilinear', align_corners=False)[0]
-            .permute(1, 2, 0).clamp(0, 255).byte())
-        weights = 'random weights' if args.checkpoint is None else osp.basename(args.checkpoint)
-        title = f'PVT-{backbone.arch["depths"]} ({weights}): '
-        names = [n for n, a in type(backbone).arch_zoo.items() if a == backbone.arch]
-        if names:
-            title = f'PVT-{names[0].capitalize()} ({weights}): '
-        out_dir = osp.dirname(osp.abspath(args.out))
-        os.makedirs(out_dir, exist_ok=True)
-        draw(resized, stages, args.out, args.reduce, query, title,
-             tuple(args.attn_query) if args.attn_query is not None else None)
-    except PyramidError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 2
-    print(f'wrote {args.out}')
-    return 0
+    args = build_parser().parse_args(argv)
+    return run_tool(lambda: visualize(args), PyramidError)
 
 
 if __name__ == '__main__':

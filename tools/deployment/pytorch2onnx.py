@@ -16,10 +16,9 @@ import warnings
 
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-from mmengine.config import DictAction
-
 from pvt_mm.capabilities import ONNX_EXPORT, exit_unless
 from pvt_mm.checkpoint import CheckpointError
+from pvt_mm.tool_cli import add_cfg_options, run_tool
 
 exit_unless(ONNX_EXPORT)  # before pvt_mm.deploy, which needs the exporter's torch
 from pvt_mm.deploy import (ATTENTION_MODES, DEFAULT_OPSET, PARTS, DeployError, build_graph, export_onnx,
@@ -43,33 +42,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--attention', choices=ATTENTION_MODES, default='onnx',
                         help="onnx: ONNX Attention (any runtime); ort: ONNX Runtime's "
                         'MultiHeadAttention (FlashAttention on CPU, ONNX Runtime only)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. model.backbone.arch=b2_li')
+    add_cfg_options(parser, example='model.backbone.arch=b2_li')
     parser.add_argument('--verbose', action='store_true', help="print the exporter's steps")
     return parser
 
 
-def parse_args() -> argparse.Namespace:
-    parser = build_parser()
-    return parser.parse_args()
+def export(args: argparse.Namespace) -> None:
+    """Export (and with ``--verify`` check) as ``args`` asks, printing what was done."""
+    model, _ = load_model(args.config, args.checkpoint, args.cfg_options)
+    out = export_onnx(model, args.out, part=args.part, shape=tuple(args.shape),
+                      opset=args.opset, verbose=args.verbose,
+                      attention=args.attention)
+    print(f'wrote {out} (part={args.part}, opset {args.opset}, dynamic batch/height/width)')
+    if args.verify:
+        h, w = args.shape
+        for line in verify_onnx(build_graph(model, args.part), out,
+                                shapes=[(h, w), (h + 33, w + 17)]):
+            print(f'verify ok: {line}')
 
 
-def main() -> None:
-    args = parse_args()
-    try:
-        model, _ = load_model(args.config, args.checkpoint, args.cfg_options)
-        out = export_onnx(model, args.out, part=args.part, shape=tuple(args.shape),
-                          opset=args.opset, verbose=args.verbose,
-                          attention=args.attention)
-        print(f'wrote {out} (part={args.part}, opset {args.opset}, dynamic batch/height/width)')
-        if args.verify:
-            h, w = args.shape
-            for line in verify_onnx(build_graph(model, args.part), out,
-                                    shapes=[(h, w), (h + 33, w + 17)]):
-                print(f'verify ok: {line}')
-    except (DeployError, CheckpointError, FileNotFoundError) as exc:
-        sys.exit(f'error: {exc}')
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_tool(lambda: export(args), (DeployError, CheckpointError, FileNotFoundError),
+                    status=1)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -12,7 +12,6 @@ import warnings
 
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from pvt_mm.capabilities import ONNX_EXPORT, exit_unless
@@ -22,6 +21,7 @@ from pvt_mm.deploy import DeployError
 from pvt_mm.deploy.evaluate import ORTModel
 from pvt_mm.evaluation import build_dump_metric, write_metrics
 from pvt_mm.runtime import check_datasets, load_config
+from pvt_mm.tool_cli import add_cfg_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,18 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--work-dir', help='where logs and test_metrics.json go')
     parser.add_argument('--out', help='dump the predictions to this .pkl file (as tools/test.py)')
     parser.add_argument('--threads', type=int, help='ONNX Runtime threads (default: torch\'s)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. test_dataloader.batch_size=2')
+    add_cfg_options(parser, example='test_dataloader.batch_size=2')
     return parser
 
 
-def parse_args() -> argparse.Namespace:
-    parser = build_parser()
-    return parser.parse_args()
-
-
 def main() -> None:
-    args = parse_args()
+    args = build_parser().parse_args()
     if not osp.isfile(args.onnx):
         sys.exit(f'error: ONNX file {args.onnx!r} does not exist')
     try:

@@ -13,6 +13,7 @@ import sys
 
 from pvt_mm.checkpoint import CheckpointError
 from pvt_mm.models.backbones.pvt_convert import convert_checkpoint_file
+from pvt_mm.tool_cli import run_tool
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,16 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> int:
-    parser = build_parser()
-    args = parser.parse_args()
-    try:
-        state = convert_checkpoint_file(args.src, args.dst, args.num_stages)
-    except (FileNotFoundError, CheckpointError) as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 1
-    print(f'wrote {len(state)} tensors to {args.dst}')
-    return 0
+def convert(args: argparse.Namespace) -> str:
+    """Convert ``args.src`` to ``args.dst``; returns the line that reports it."""
+    state = convert_checkpoint_file(args.src, args.dst, args.num_stages)
+    return f'wrote {len(state)} tensors to {args.dst}'
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_tool(lambda: convert(args), (FileNotFoundError, CheckpointError), status=1)
 
 
 if __name__ == '__main__':
