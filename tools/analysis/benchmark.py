@@ -136,10 +136,13 @@ def resolve_config(config: str) -> str:
         if not os.path.isfile(config):
             sys.exit(f'error: config file {config!r} does not exist')
         return config
-    from mmengine.config.utils import _get_package_and_cfg_path
-    from mmengine.utils import get_installed_path
-    package, rel = _get_package_and_cfg_path(config)
-    path = os.path.join(get_installed_path(package), '.mim', 'configs', rel)
+    import importlib.util
+    package, _, rel = config.partition('::')
+    spec = importlib.util.find_spec(package) if package.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit(f'error: {config!r}: {package!r} is no installed package (mmdet, mmseg, '
+                 'mmpretrain); install it or give a config file path')
+    path = os.path.join(spec.submodule_search_locations[0], '.mim', 'configs', rel)
     if not os.path.isfile(path):
         sys.exit(f'error: {config!r} is not among the installed {package} configs ({path})')
     return path
