@@ -1,4 +1,6 @@
-"""Compare an exported file with PyTorch on the same input (the issue's tolerances)."""
+"""Compare an exported file with PyTorch on the same input, within fixed tolerances:
+stage maps and logits (:data:`MAP_RTOL`), detections (:data:`BOX_ATOL`, :data:`SCORE_ATOL`),
+segmentation labels (:data:`PIXEL_AGREEMENT`)."""
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
