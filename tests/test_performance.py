@@ -215,7 +215,7 @@ def _max_unscaled_logit(model, x):
     tokens = captured['x']
     q = attn.q(tokens)
     hw = (x.shape[2] // 4, x.shape[3] // 4)
-    k = attn.kv(attn._reduce(tokens, hw, 0))[..., :q.shape[-1]]
+    k = attn.kv(attn.reduce_keys(tokens, hw, 0))[..., :q.shape[-1]]
     return (q @ k.transpose(1, 2)).abs().max().item()
 
 

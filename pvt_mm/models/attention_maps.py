@@ -2,9 +2,10 @@
 
 The model runs fused scaled-dot-product attention and never materialises the attention
 matrix. :func:`sra_attention` computes it explicitly from the attention module's own
-``q`` / ``kv`` projections and its own reduction (``_reduce``: ``sr`` conv and ``norm``),
-and :func:`pyramid` captures each stage's real inputs and outputs with hooks while the
-backbone runs its own forward, so neither can drift from the model.
+``q`` / ``kv`` projections and its own reduction
+(:meth:`pvt_mm.models.layers.SpatialReductionAttention.reduce_keys`: ``sr`` conv and
+``norm``), and :func:`pyramid` captures each stage's real inputs and outputs with hooks
+while the backbone runs its own forward, so neither can drift from the model.
 """
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -35,7 +36,7 @@ def sra_attention(attn: SpatialReductionAttention, x: Tensor, hw: HW,
     heads = attn.num_heads
     head_dims = c // heads
     q = attn.q(x).reshape(b, n, heads, head_dims).transpose(1, 2)
-    kv = attn.kv(attn._reduce(x, hw, num_prefix_tokens))
+    kv = attn.kv(attn.reduce_keys(x, hw, num_prefix_tokens))
     k, v = kv.reshape(b, -1, 2, heads, head_dims).permute(2, 0, 3, 1, 4).unbind(0)
     reduced_hw = attn.reduced_hw(hw)
     weights = (q @ k.transpose(-2, -1) * head_dims ** -0.5).softmax(dim=-1)

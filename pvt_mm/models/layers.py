@@ -116,7 +116,7 @@ class SpatialReductionAttention(nn.Module):
         # A conv with kernel = stride = R floors.
         return (hw[0] // self.sr_ratio, hw[1] // self.sr_ratio)
 
-    def _reduce(self, x: Tensor, hw: HW, num_prefix_tokens: int) -> Tensor:
+    def reduce_keys(self, x: Tensor, hw: HW, num_prefix_tokens: int) -> Tensor:
         """Shrink the spatial tokens to the key grid; prefix tokens (class token) pass through."""
         if not self.reduces:
             return x
@@ -134,7 +134,7 @@ class SpatialReductionAttention(nn.Module):
         b, n, c = x.shape
         heads, head_dims = self.num_heads, c // self.num_heads
         q = self.q(x).reshape(b, n, heads, head_dims)
-        k, v = self.kv(self._reduce(x, hw, num_prefix_tokens)).reshape(
+        k, v = self.kv(self.reduce_keys(x, hw, num_prefix_tokens)).reshape(
             b, -1, 2, heads, head_dims).unbind(2)
         groups = ops.attention_query_groups(
             x.device, q.dtype, b, heads, n, k.shape[1],
