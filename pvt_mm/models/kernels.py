@@ -1,8 +1,8 @@
 """The kernels that attention and the FFN run: how each strategy computes, never which.
 
 Each function here computes exactly what the plain formulation computes, in the way that
-:mod:`pvt_mm.models.ops` chose (query groups, token chunks); nothing here looks at the
-device or decides anything.
+:mod:`pvt_mm.models.ops` chose (query groups, token chunks); nothing here chooses a
+strategy (the fused FFN only follows autocast's dtype, as torch's own ops do).
 
 * :func:`grouped_attention`: scaled dot-product attention with each image's queries folded
   into the batch in groups that share the image's keys and values (padded to a multiple of
