@@ -104,7 +104,6 @@ def _download(url: str, cached: str) -> None:
     (``torch.hub.download_url_to_file`` keeps a body cut short by a dropped connection as if
     it were complete, so it is not used.)
     """
-    import shutil
     import urllib.request
 
     from ..fileio import replaced_atomically
