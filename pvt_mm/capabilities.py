@@ -191,9 +191,9 @@ class _RestrictedPickleModule:
     Unpickler = _RestrictedUnpickler
     UnpicklingError = pickle.UnpicklingError
 
-    @staticmethod
-    def load(file, **kwargs):  # torch's legacy (non-zip) format reads its header with it
-        return _RestrictedUnpickler(file, **kwargs).load()
+    @classmethod
+    def load(cls, file, **kwargs):  # torch's legacy (non-zip) format reads its header with it
+        return cls.Unpickler(file, **kwargs).load()
 
 
 def _entries(extra: Iterable) -> Dict[str, Any]:
@@ -227,26 +227,12 @@ def weights_only_load(path: str, map_location: Any, extra_globals: Iterable) -> 
             return torch.load(path, map_location=map_location, weights_only=True)
     unpickler = type('_AllowListUnpickler', (_RestrictedUnpickler, ),
                      {'allowed': {**_torch_allowed_globals(), **_entries(extra)}})
-    module = type('_AllowListPickleModule', (_RestrictedPickleModule, ),
-                  {'Unpickler': unpickler,
-                   'load': staticmethod(lambda file, **kw: unpickler(file, **kw).load())})
+    module = type('_AllowListPickleModule', (_RestrictedPickleModule, ), {'Unpickler': unpickler})
     return torch.load(path, map_location=map_location, weights_only=False, pickle_module=module)
-
-
-def allow_globals_process_wide(entries: Iterable) -> None:
-    """Allow-list ``entries`` for every ``torch.load(weights_only=True)`` of the process.
-
-    Only torch >= 2.6 loads with ``weights_only=True`` by default (and needs this for
-    mmengine's resume); older torch loads everything unless told, so pvt_mm's own reads
-    (:func:`weights_only_load`) are the safe ones there.
-    """
-    if SAFE_GLOBALS.available:
-        torch.serialization.add_safe_globals(list(entries))
 
 
 __all__ = [
     'TORCH', 'Feature', 'CapabilityError', 'ONNX_EXPORT', 'COMPILE', 'SAFE_GLOBALS', 'require',
     'exit_unless',
     'is_compiling', 'is_exporting', 'autocast_dtype', 'weights_only_load',
-    'allow_globals_process_wide',
 ]

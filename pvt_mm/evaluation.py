@@ -16,7 +16,8 @@ import numbers
 from typing import Any, Dict, Sequence
 
 from mmengine.evaluator import DumpResults
-from mmengine.evaluator.metric import _to_cpu
+
+from .adapters import to_cpu
 
 
 class DumpSegResults(DumpResults):
@@ -28,7 +29,7 @@ class DumpSegResults(DumpResults):
     """
 
     def process(self, data_batch: Any, predictions: Sequence[dict]) -> None:
-        samples = _to_cpu(predictions)  # new dicts: other metrics still see the originals
+        samples = to_cpu(predictions)  # new dicts: other metrics still see the originals
         for sample in samples:
             sample.pop('seg_logits', None)
             sample.pop('gt_sem_seg', None)

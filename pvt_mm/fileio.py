@@ -1,5 +1,5 @@
 """Complete-or-nothing file output: the one temporary-file-and-rename used by checkpoint
-writes (:mod:`pvt_mm.engine`), checkpoint downloads (:mod:`pvt_mm.checkpoint`) and ONNX
+writes (:mod:`pvt_mm.hooks.atomic`), checkpoint downloads (:mod:`pvt_mm.checkpoint`) and ONNX
 exports (:mod:`pvt_mm.deploy`). Imports nothing of pvt_mm."""
 import os
 import os.path as osp

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .runtime import build_from_config
+from .config import build_from_config
 
 SDPA_OP = 'aten::scaled_dot_product_attention'
 

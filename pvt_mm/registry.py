@@ -14,7 +14,7 @@ from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
-from .engine import AtomicCheckpointHook, FiniteInputHook, FiniteLossHook, RNGStateHook
+from .hooks import AtomicCheckpointHook, FiniteInputHook, FiniteLossHook, RNGStateHook
 from .models import PVT, PVTv2
 
 # pvt_mm's own scope, a child of mmengine's root: `type='pvt_mm.PVT'` always works.

@@ -143,7 +143,7 @@ def cpu_only(env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """``env`` plus ``CUDA_VISIBLE_DEVICES=''``, for :func:`run_tool`: the run uses the CPU
     on every host.
 
-    mmengine (and ``pvt_mm.runtime``'s launcher setup) take CUDA and NCCL whenever a GPU is
+    mmengine (and ``pvt_mm.distributed``'s launcher setup) take CUDA and NCCL whenever a GPU is
     visible, so without this a "2 CPU processes" or resume test would test another path on
     a GPU host than on a CPU-only one.
 
@@ -179,7 +179,7 @@ def build_from_config(config: str, with_weights: bool = True) -> Tuple[Any, Any]
     Returns:
         ``(cfg, model)``.
     """
-    from pvt_mm.runtime import build_from_config as build
+    from pvt_mm.config import build_from_config as build
     path = REPO / config if config.startswith('configs/') else REPO / 'configs' / config
     model, cfg = build(str(path), with_weights=with_weights)
     return cfg, model

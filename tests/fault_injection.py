@@ -40,7 +40,7 @@ class KillAtRenameHook(Hook):
 
 
 def state_digest(state: dict) -> str:
-    """A short digest of RNG states in ``pvt_mm.engine``'s form (torch CPU and CUDA, numpy,
+    """A short digest of RNG states in ``pvt_mm.hooks.rng``'s form (torch CPU and CUDA, numpy,
     python): what a checkpoint's ``rng_state['ranks'][r]`` holds."""
     import hashlib
     digest = hashlib.sha256(state['torch'].cpu().numpy().tobytes())
@@ -54,7 +54,7 @@ def state_digest(state: dict) -> str:
 
 def rng_digest() -> str:
     """:func:`state_digest` of this process's RNG states now."""
-    from pvt_mm.engine import _local_rng_state
+    from pvt_mm.hooks.rng import _local_rng_state
     return state_digest(_local_rng_state())
 
 

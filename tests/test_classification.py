@@ -163,7 +163,7 @@ def _top1(imagenet_root: Path, checkpoint: Optional[Path]) -> float:
     mmpretrain's Accuracy metric); ``checkpoint=None``: an untrained classifier."""
     from mmengine.runner import Runner, load_checkpoint
 
-    from pvt_mm.runtime import allow_mmengine_checkpoints, build_from_config as build
+    from pvt_mm.config import build_from_config as build
     torch.manual_seed(0)
     options = {f'test_dataloader.{k}': v for k, v in (
         ('dataset.data_root', f'{imagenet_root}/'), ('num_workers', 0),
@@ -174,7 +174,6 @@ def _top1(imagenet_root: Path, checkpoint: Optional[Path]) -> float:
     model, cfg = build(str(REPO / TINY_CONFIG), options)
     model.init_weights()
     if checkpoint is not None:
-        allow_mmengine_checkpoints()
         load_checkpoint(model, str(checkpoint), map_location='cpu')
     right = total = 0
     with torch.no_grad():
@@ -212,11 +211,10 @@ def test_trained_classifier_loads_as_dense_backbone(trained_classifier, config):
     import pvt_mm  # noqa: F401
     from mmengine.registry import DefaultScope, init_default_scope
     from mmengine.logging import MMLogger
-    from pvt_mm.runtime import allow_mmengine_checkpoints
+    from pvt_mm.checkpoint import read_checkpoint
     work = trained_classifier.work
     ckpt = work / 'epoch_1.pth'
-    allow_mmengine_checkpoints()
-    state = torch.load(ckpt, map_location='cpu', weights_only=True)['state_dict']
+    state = read_checkpoint(str(ckpt))['state_dict']
     assert 'backbone.stages.3.cls_token' in state and 'head.fc.weight' in state
 
     cfg = Config.fromfile(str(REPO / 'configs' / config))

@@ -252,7 +252,7 @@ def _test_run(images, work_dir):
     from mmengine.runner import Runner
     from torch.utils.data import DataLoader
 
-    from pvt_mm.engine import FiniteInputHook
+    from pvt_mm.hooks import FiniteInputHook
 
     class Probe(BaseModel):
         def __init__(self) -> None:
@@ -414,7 +414,7 @@ def test_retinanet_configs_use_the_fp32_focal_loss():
 def test_mixed_precision_config(config, dtype, error):
     from mmengine.config import Config
 
-    from pvt_mm.runtime import use_mixed_precision
+    from pvt_mm.cli import use_mixed_precision
     cfg = Config.fromfile(config)
     if error:
         with pytest.raises(ValueError, match=error):

@@ -217,7 +217,7 @@ def test_bad_input_coco_annotations_are_skipped_with_a_warning(shapes_root, tmp_
     """The counts are exactly what mmdet's own CocoDataset drops from the same file."""
     from mmdet.datasets import CocoDataset
 
-    from pvt_mm.runtime import check_coco_annotations
+    from pvt_mm.data_checks import check_coco_annotations
     coco = json.loads((shapes_root / 'annotations' / 'instances_train2017.json').read_text())
     first = dict(coco['annotations'][0])
     coco['annotations'] += [

@@ -186,7 +186,7 @@ def _untrained_pixel_accuracy(ade_root) -> float:
     its predictions (labels 255 ignored, as mmseg's aAcc)."""
     from mmengine.runner import Runner
 
-    from pvt_mm.runtime import build_from_config as build
+    from pvt_mm.config import build_from_config as build
     torch.manual_seed(0)
     model, cfg = build(str(REPO / TINY_CONFIG), {
         'test_dataloader.dataset.data_root': f'{ade_root}/', 'test_dataloader.num_workers': 0,

@@ -318,7 +318,7 @@ def test_model_index_v2_parameters_are_counted_independently(family):
     model's backbone adds (counted without weights)."""
     from mmengine.hub import get_config
 
-    from pvt_mm.runtime import build_from_config as build
+    from pvt_mm.config import build_from_config as build
 
     from .official_pvt_v2 import OfficialPVTv2
 

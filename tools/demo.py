@@ -82,9 +82,9 @@ def read_image(path: str):
 
 
 def load_config(path: str, cfg_options: Optional[dict]):
-    """Read the config (``pvt_mm.runtime.read_config``) and check it is a detection or
+    """Read the config (``pvt_mm.config.read_config``) and check it is a detection or
     segmentation one; return ``(cfg, scope)``."""
-    from pvt_mm.runtime import read_config
+    from pvt_mm.config import read_config
     try:
         cfg = read_config(path, cfg_options)  # also runs custom_imports (pvt_mm)
     except FileNotFoundError as exc:

@@ -17,12 +17,12 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from pvt_mm.capabilities import CapabilityError
 from pvt_mm.checkpoint import CheckpointError, open_model_checkpoint
+from pvt_mm.cli import (add_custom_hooks, add_runner_arguments, compile_for_test,
+                        config_from_arguments, parse_runner_arguments)
+from pvt_mm.data_checks import check_datasets
+from pvt_mm.distributed import init_distributed, shutdown_distributed
 from pvt_mm.evaluation import build_dump_metric, write_metrics
-from pvt_mm.runtime import (add_custom_hooks, add_runner_arguments, check_datasets,
-                            compile_for_test, init_distributed, load_config,
-                            parse_runner_arguments, shutdown_distributed, use_compile)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,15 +65,7 @@ def enable_drawing(cfg: Config, show_dir: str) -> None:
 
 def main() -> None:
     args = parse_args()
-    try:
-        cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-    except FileNotFoundError as exc:
-        sys.exit(f'error: {exc}')
-    if args.compile:
-        try:
-            use_compile(cfg)
-        except CapabilityError as exc:
-            sys.exit(f'error: {exc}')
+    cfg = config_from_arguments(args)
     try:  # fail early and safely (weights_only) on a missing, damaged or hostile file
         checkpoint, _ = open_model_checkpoint(args.checkpoint)
     except (FileNotFoundError, CheckpointError) as exc:
@@ -85,7 +77,7 @@ def main() -> None:
         sys.exit(f'error: {exc}')
     if args.show_dir:
         enable_drawing(cfg, args.show_dir)
-    # GPU input checks still in flight when the test ends are read (pvt_mm.engine).
+    # GPU input checks still in flight when the test ends are read (pvt_mm.hooks).
     add_custom_hooks(cfg, ('FiniteInputHook', ))
     init_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

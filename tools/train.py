@@ -20,12 +20,12 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from pvt_mm.capabilities import CapabilityError
 from pvt_mm.checkpoint import CheckpointError, open_model_checkpoint
-from pvt_mm.engine import find_resumable_checkpoint, use_atomic_checkpoints
-from pvt_mm.runtime import (AMP_DTYPES, add_custom_hooks, add_runner_arguments, check_datasets,
-                            init_distributed, load_config, parse_runner_arguments,
-                            shutdown_distributed, use_compile, use_mixed_precision)
+from pvt_mm.cli import (AMP_DTYPES, add_custom_hooks, add_runner_arguments,
+                        config_from_arguments, parse_runner_arguments)
+from pvt_mm.data_checks import check_datasets
+from pvt_mm.distributed import init_distributed, shutdown_distributed
+from pvt_mm.hooks import find_resumable_checkpoint, use_atomic_checkpoints
 
 # Added to every run: RNG states travel with checkpoints (exact resume), a non-finite
 # loss stops training before it can be checkpointed, and the GPU input checks still in
@@ -57,20 +57,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    try:
-        cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-    except FileNotFoundError as exc:
-        sys.exit(f'error: {exc}')
-    if args.amp or args.amp_dtype:
-        try:
-            use_mixed_precision(cfg, args.amp_dtype or 'float16')
-        except ValueError as exc:
-            sys.exit(f'error: {exc}')
-    if args.compile:
-        try:
-            use_compile(cfg)
-        except CapabilityError as exc:
-            sys.exit(f'error: {exc}')
+    cfg = config_from_arguments(args)
     if args.auto_scale_lr:
         if not cfg.get('auto_scale_lr', {}).get('base_batch_size'):
             sys.exit('error: --auto-scale-lr needs auto_scale_lr.base_batch_size in the config')

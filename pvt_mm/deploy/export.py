@@ -274,13 +274,10 @@ def load_model(config: str, checkpoint: Optional[str] = None,
     Returns:
         ``(model, cfg)``.
     """
-    from pvt_mm.runtime import build_from_config
+    from pvt_mm.config import build_from_config
     model, cfg = build_from_config(config, cfg_options=cfg_options, with_weights=False)
     if checkpoint:
         from mmengine.runner import load_checkpoint
-
-        from pvt_mm.runtime import allow_mmengine_checkpoints
-        allow_mmengine_checkpoints()  # mmengine's meta data under torch.load(weights_only)
         load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
     else:
         model.init_weights()

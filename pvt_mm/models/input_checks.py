@@ -21,7 +21,7 @@ class FiniteInputCheck:
     memory without blocking and read when its event has completed (polled at the next
     calls), so a non-finite batch is reported a few calls later at most, never by stalling
     the GPU pipeline; the error names the call that carried it. :meth:`finish` reads the
-    checks still in flight at the end of a run (:class:`pvt_mm.engine.FiniteInputHook`
+    checks still in flight at the end of a run (:class:`pvt_mm.hooks.FiniteInputHook`
     calls it after every train, val and test run). Skipped while torch.compile traces (a
     data-dependent branch would break the graph).
 

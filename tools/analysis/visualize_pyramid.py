@@ -53,7 +53,7 @@ def build_backbone(config: str, checkpoint: Optional[str] = None):
     import pvt_mm
     from pvt_mm.checkpoint import CheckpointError
     from pvt_mm.models.backbones.pvt_convert import load_pretrained
-    from pvt_mm.runtime import build_from_config
+    from pvt_mm.config import build_from_config
 
     if checkpoint is not None and not osp.isfile(checkpoint):
         raise PyramidError(f'checkpoint file {checkpoint!r} does not exist')

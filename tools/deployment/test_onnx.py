@@ -20,7 +20,8 @@ exit_unless(ONNX_EXPORT)  # before pvt_mm.deploy, which needs the exporter's tor
 from pvt_mm.deploy import DeployError
 from pvt_mm.deploy.evaluate import ORTModel
 from pvt_mm.evaluation import build_dump_metric, write_metrics
-from pvt_mm.runtime import check_datasets, load_config
+from pvt_mm.config import load_config
+from pvt_mm.data_checks import check_datasets
 from pvt_mm.tool_cli import add_cfg_options
 
 
