@@ -56,8 +56,8 @@ def test_benchmark_takes_cuda_n_for_cuda():
 
 
 def test_benchmark_takes_the_amp_dtype_names_of_train():
-    """One table of autocast dtypes (pvt_mm.cli.AMP_DTYPES) serves both tools."""
-    from pvt_mm.cli import AMP_DTYPES
+    """One table of autocast dtypes (pvt_mm.runner_options.AMP_DTYPES) serves both tools."""
+    from pvt_mm.runner_options import AMP_DTYPES
     benchmark = load_tool('tools/analysis/benchmark.py')
     for name in ('float16', 'bfloat16', 'fp16', 'bf16'):
         args = benchmark.parse_args(['configs/retinanet/pvt_tiny_fpn_1x_coco.py',

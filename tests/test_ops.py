@@ -414,7 +414,7 @@ def test_retinanet_configs_use_the_fp32_focal_loss():
 def test_mixed_precision_config(config, dtype, error):
     from mmengine.config import Config
 
-    from pvt_mm.cli import use_mixed_precision
+    from pvt_mm.runner_options import use_mixed_precision
     cfg = Config.fromfile(config)
     if error:
         with pytest.raises(ValueError, match=error):

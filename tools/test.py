@@ -18,7 +18,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from pvt_mm.checkpoint import CheckpointError, open_model_checkpoint
-from pvt_mm.cli import (add_custom_hooks, add_runner_arguments, compile_for_test,
+from pvt_mm.runner_options import (add_custom_hooks, add_runner_arguments, compile_for_test,
                         config_from_arguments, parse_runner_arguments)
 from pvt_mm.data_checks import check_datasets
 from pvt_mm.distributed import init_distributed, shutdown_distributed

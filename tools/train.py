@@ -21,7 +21,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from pvt_mm.checkpoint import CheckpointError, open_model_checkpoint
-from pvt_mm.cli import (AMP_DTYPES, add_custom_hooks, add_runner_arguments,
+from pvt_mm.runner_options import (AMP_DTYPES, add_custom_hooks, add_runner_arguments,
                         config_from_arguments, parse_runner_arguments)
 from pvt_mm.data_checks import check_datasets
 from pvt_mm.distributed import init_distributed, shutdown_distributed

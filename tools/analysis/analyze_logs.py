@@ -23,7 +23,7 @@ import sys
 from collections import OrderedDict
 from typing import Dict, List, Tuple
 
-from pvt_mm.tool_cli import run_tool
+from pvt_mm.cli import run_tool
 
 # Scalars every train record carries that are not curves.
 BOOKKEEPING = {'epoch', 'iter', 'step'}

@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from pvt_mm.cli import AMP_DTYPES
+from pvt_mm.runner_options import AMP_DTYPES
 from pvt_mm.config import build_from_config
 from pvt_mm.flops import data_samples_for
 from pvt_mm.timing import is_cuda, timed_call

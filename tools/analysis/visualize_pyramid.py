@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from pvt_mm.models.attention_maps import pyramid
-from pvt_mm.tool_cli import run_tool
+from pvt_mm.cli import run_tool
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)

@@ -18,7 +18,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 from pvt_mm.capabilities import ONNX_EXPORT, exit_unless
 from pvt_mm.checkpoint import CheckpointError
-from pvt_mm.tool_cli import add_cfg_options, run_tool
+from pvt_mm.cli import add_cfg_options, run_tool
 
 exit_unless(ONNX_EXPORT)  # before pvt_mm.deploy, which needs the exporter's torch
 from pvt_mm.deploy import (ATTENTION_MODES, DEFAULT_OPSET, PARTS, DeployError, build_graph, export_onnx,

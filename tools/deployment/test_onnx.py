@@ -22,7 +22,7 @@ from pvt_mm.deploy.evaluate import ORTModel
 from pvt_mm.evaluation import build_dump_metric, write_metrics
 from pvt_mm.config import load_config
 from pvt_mm.data_checks import check_datasets
-from pvt_mm.tool_cli import add_cfg_options
+from pvt_mm.cli import add_cfg_options
 
 
 def build_parser() -> argparse.ArgumentParser:

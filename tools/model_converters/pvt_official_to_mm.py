@@ -13,7 +13,7 @@ import sys
 
 from pvt_mm.checkpoint import CheckpointError
 from pvt_mm.models.backbones.pvt_convert import convert_checkpoint_file
-from pvt_mm.tool_cli import run_tool
+from pvt_mm.cli import run_tool
 
 
 def build_parser() -> argparse.ArgumentParser:
