@@ -22,13 +22,6 @@ from .capabilities import weights_only_load
 StateDict = Dict[str, Tensor]
 
 
-# Where the official ImageNet-1k PVT v1 and v2 weights are published (one release, "v2").
-OFFICIAL_RELEASE_URL = 'https://github.com/whai362/PVT/releases/download/v2/'
-OFFICIAL_RELEASE_FILES = ('pvt_tiny.pth', 'pvt_small.pth', 'pvt_medium.pth', 'pvt_large.pth',
-                          *(f'pvt_v2_{arch}.pth' for arch in ('b0', 'b1', 'b2', 'b3', 'b4', 'b5',
-                                                              'b2_li')))
-
-
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model."""
 
@@ -243,12 +236,10 @@ def read_checkpoint(path: str, map_location: str = 'cpu') -> dict:
     """
     path = local_checkpoint_path(path)
     if not os.path.isfile(path):
-        name = os.path.basename(path)
-        url = (f' or point it at the URL {OFFICIAL_RELEASE_URL}{name} (downloaded once into the '
-               'torch hub cache)' if name in OFFICIAL_RELEASE_FILES else '')
+        # A model adds where its official files live (PVT: the backbone's init_weights).
         raise FileNotFoundError(
             f'Checkpoint file {path!r} does not exist. Put the weights there (configs/_base_/pvt.py '
-            f'lists the paths){url}, point init_cfg.checkpoint at the right file or http(s) '
+            'lists the paths), point init_cfg.checkpoint at the right file or http(s) '
             'URL, or set init_cfg=None to train from scratch.')
     if os.path.getsize(path) == 0:
         raise CheckpointError(f'Checkpoint file {path!r} is empty (0 bytes); download it again.')
