@@ -56,10 +56,16 @@ def row_problems(row: archs.ArchRow) -> List[str]:
     listed, params = _metafile_configs(), _metafile_params()
     for family in row.families:
         config = f'configs/{row.config_file(family)}'
+        backbone = None
         if not (REPO / config).is_file():
             problems.append(f'{config}: missing')
         else:
-            backbone = Config.fromfile(str(REPO / config), import_custom_modules=False).model.backbone
+            try:
+                backbone = Config.fromfile(str(REPO / config),
+                                           import_custom_modules=False).model.backbone
+            except Exception as exc:  # a base dict without this row's key: KeyError, ...
+                problems.append(f'{config}: does not load ({type(exc).__name__}: {exc})')
+        if backbone is not None:
             if (backbone.type, backbone.arch) != (row.backbone_type, row.name):
                 problems.append(f'{config}: builds {backbone.type} {backbone.arch!r}, not '
                                 f'{row.backbone_type} {row.name!r}')
