@@ -46,6 +46,17 @@ def presets_table() -> str:
     return '\n'.join(lines) + '\n'
 
 
+def readme_presets_table() -> str:
+    """One line per backbone type: its presets with their published parameter counts."""
+    lines = ['| `type` | presets (published parameters of the ImageNet classifier, M) |',
+             '|---|---|']
+    for version, backbone_type in archs.BACKBONE_TYPES.items():
+        presets = ', '.join(f'{row.name} ({_published(row.params_m)})'
+                            for row in archs.rows(version))
+        lines.append(f'| `{backbone_type}` | {presets} |')
+    return '\n'.join(lines) + '\n'
+
+
 def v2_archs_table() -> str:
     """PVT v2's presets: depths, widths and MLP ratios."""
     lines = ['| arch | depths | embed dims | MLP ratios |', '|---|---|---|---|']
@@ -72,6 +83,7 @@ def configs_table() -> str:
 #: The blocks a page may hold, by marker name.
 BLOCKS: Dict[str, Callable[[], str]] = {
     'presets': presets_table,
+    'readme-presets': readme_presets_table,
     'v2-archs': v2_archs_table,
     'configs': configs_table,
 }
