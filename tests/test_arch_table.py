@@ -2,7 +2,6 @@
 converted, hinted, benchmarked and exported like a real one; every real row has its configs,
 metafile entries and weights path (a missing one is named); the docs' generated tables match
 the table."""
-from pathlib import Path
 from typing import Dict, List, Set
 
 import pytest
