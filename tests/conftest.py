@@ -37,6 +37,20 @@ from pvt_mm.capabilities import COMPILE, ONNX_EXPORT  # noqa: E402
 collect_ignore = [] if ONNX_EXPORT.available else ['test_deploy.py']
 
 
+@pytest.fixture
+def fake_arch(monkeypatch):
+    """A tiny PVT v2 preset, ``'b_fake'`` (one layer per stage, widths 16 / 32 / 80 / 128,
+    weights at an unreachable URL), added to the arch table for one test: every place
+    derived from the table must see it."""
+    from pvt_mm.models.backbones import archs
+    row = archs.ArchRow('b_fake', 'v2',
+                        dict(archs.arch_row('b1').fields, depths=(1, 1, 1, 1),
+                             embed_dims=(16, 32, 80, 128)),
+                        weights_url='https://example.invalid/pvt/pvt_v2_b_fake.pth')
+    monkeypatch.setitem(archs.ARCH_TABLE, row.name, row)
+    return row
+
+
 @dataclass
 class ToolRun:
     """What a tool run printed, and its exit status."""

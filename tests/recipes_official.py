@@ -14,8 +14,11 @@ on purpose; ``why`` says what the official run does and why). The keys are those
 """
 from typing import Any, Dict, NamedTuple
 
-# The official release's v2 archs (a config added for another one fails the coverage test).
-V2_ARCHS = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5', 'b2_li')
+from pvt_mm.models.backbones import archs
+
+# The arch table's v2 rows; each row's recipe class ('deep', 'big') and config families say
+# which recipe and which configs it has.
+V2_ARCHS = archs.names('v2')
 
 
 class Official(NamedTuple):
@@ -117,7 +120,7 @@ RECIPES['retinanet/pvt_small_fpn_1x_coco_640.py'] = {
 }
 
 for _arch in V2_ARCHS:
-    _big = _arch in ('b4', 'b5')
+    _big = archs.arch_row(_arch).big  # the batch-1 recipe: 1 image per GPU, lr / 1.4
     for _family, _lr in (('retinanet', 1e-4), ('mask_rcnn', 2e-4)):
         _src = f'{DET}{_family}_pvt_v2_{_arch}_fpn_1x_coco.py'
         RECIPES[f'{_family}/pvtv2_{_arch}_fpn_1x_coco.py'] = _det(
@@ -180,7 +183,7 @@ for _arch, _s in _V1_NAMES.items():
         f'PVT@v2:segmentation/configs/sem_fpn/PVT/fpn_pvt_{_s}_ade20k_40k.py',
         f'PVT@v2:segmentation/pvt.py (pvt_{_arch}: drop_path_rate=0.1)')
 for _arch in V2_ARCHS:
-    if _arch != 'b2_li':  # no published mIoU, no config
+    if 'semfpn' in archs.arch_row(_arch).families:  # b2_li: no published mIoU, no config
         RECIPES[f'semfpn/pvtv2_{_arch}_fpn_80k_ade20k.py'] = _seg(
             f'PVTv2-Seg:configs/sem_fpn/PVTv2/fpn_pvtv2_{_arch}_ade20k_40k.py',
             f'PVTv2-Seg:pvtv2.py (pvt_v2_{_arch}: drop_path_rate=0.1)')
@@ -222,12 +225,12 @@ def _cls(arch_file: str, drop_path: float, clip: Any, v1: bool) -> Recipe:
     }
 
 
-for _arch in ('tiny', 'small', 'medium', 'large'):
-    _deep = _arch in ('medium', 'large')
+for _arch in archs.names('v1'):
+    _deep = archs.arch_row(_arch).deep
     RECIPES[f'classification/pvt_{_arch}_in1k.py'] = _cls(
         f'pvt/pvt_{_arch}.py', 0.3 if _deep else 0.1, 1.0 if _deep else None, v1=True)
 for _arch in V2_ARCHS:
-    _deep = _arch in ('b3', 'b4', 'b5')
+    _deep = archs.arch_row(_arch).deep
     RECIPES[f'classification/pvtv2_{_arch}_in1k.py'] = _cls(
         f'pvt_v2/pvt_v2_{_arch}.py', 0.3 if _deep else 0.1, 1.0 if _deep else None, v1=False)
 

@@ -14,29 +14,18 @@ import torch
 from mmengine.config import Config
 
 from pvt_mm.capabilities import COMPILE
+from pvt_mm.models.backbones import archs
 
 from .conftest import (CLS_TINY_CONFIG, REPO, build_from_config, imagenet_options,
                        predict_random_image, run_tool)
 from .official_pvt_v2 import OfficialPVTv2
 
-# Paper Table 2: (M params of the whole classifier, GFLOPs at 224x224).
-TABLE2 = {
-    'classification/pvt_tiny_in1k.py': (13.2, 1.9),
-    'classification/pvt_small_in1k.py': (24.5, 3.8),
-    'classification/pvt_medium_in1k.py': (44.2, 6.7),
-    'classification/pvt_large_in1k.py': (61.4, 9.8),
-}
-# PVT v2: (M params of the classifier, official README; GFLOPs at 224x224, v2 paper Table 2
-# as transcribed by Papers with Code, b4's by timm's model card; none found for b2_li).
-V2_TABLE = {
-    'classification/pvtv2_b0_in1k.py': (3.7, 0.6),
-    'classification/pvtv2_b1_in1k.py': (14.0, 2.1),
-    'classification/pvtv2_b2_in1k.py': (25.4, 4.0),
-    'classification/pvtv2_b2_li_in1k.py': (22.6, None),
-    'classification/pvtv2_b3_in1k.py': (45.2, 6.9),
-    'classification/pvtv2_b4_in1k.py': (62.6, 10.1),
-    'classification/pvtv2_b5_in1k.py': (82.0, 11.8),
-}
+# The arch table's published counts (v1: paper Table 2; v2: the official README and the
+# sources archs.ARCH_TABLE names): config -> (M params of the classifier, GFLOPs at 224x224).
+TABLE2 = {row.config_file('classification'): (row.params_m, row.gflops)
+          for row in archs.rows('v1') if 'classification' in row.families}
+V2_TABLE = {row.config_file('classification'): (row.params_m, row.gflops)
+            for row in archs.rows('v2') if 'classification' in row.families}
 CLS_CONFIGS = sorted(str(p.relative_to(REPO / 'configs'))
                      for p in (REPO / 'configs' / 'classification').glob('*.py'))
 TINY_CONFIG = CLS_TINY_CONFIG
@@ -65,7 +54,7 @@ def test_config_builds(config):
     if config in V2_TABLE:  # mean-pooled last-stage tokens, no class token
         assert type(model.backbone).__name__ == 'PVTv2' and model.backbone.out_indices == (3, )
         assert type(model.neck).__name__ == 'GlobalAveragePooling'
-        deep = cfg.model.backbone.arch in ('b3', 'b4', 'b5')  # official drop-path / clipping
+        deep = archs.arch_row(cfg.model.backbone.arch).deep  # official drop-path / clipping
         assert cfg.model.backbone.drop_path_rate == (0.3 if deep else 0.1)
         assert cfg.optim_wrapper.get('clip_grad') == (dict(max_norm=1.0) if deep else None)
     else:

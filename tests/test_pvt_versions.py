@@ -1,7 +1,8 @@
 """Every arch of PVT v1 and v2 through one suite: parameter counts against the papers,
 pyramid shapes at odd sizes, official-weight parity, backward, activation checkpointing and
-frozen stages. v1 and v2 are one class fed different arch data, so one suite covers both.
-The biggest archs (large, b4, b5) only get the cheap checks (counts, shapes at tiny sizes)."""
+frozen stages. v1 and v2 are one class fed different arch data, so one suite covers both,
+parametrised over the arch table (:mod:`pvt_mm.models.backbones.archs`). The heavy archs (over
+60 M parameters: large, b4, b5) only get the cheap checks (counts, shapes at tiny sizes)."""
 import math
 
 import pytest
@@ -9,23 +10,27 @@ import torch
 from torch import nn
 
 from pvt_mm import ARCH_ZOO, PVT, PVTv2
-from pvt_mm.models.backbones.pvt import V1_ARCHS, V2_ARCHS
+from pvt_mm.models.backbones import archs
 
 from .official_pvt import OfficialPVT
 from .official_pvt_v2 import OfficialPVTv2
 
-# Official ImageNet classifiers incl. the 1000-class head, in millions: v1 paper Table 2,
-# v2 official README (the issue's table).
-OFFICIAL_PARAMS_M = {'tiny': 13.2, 'small': 24.5, 'medium': 44.2, 'large': 61.4,
-                     'b0': 3.7, 'b1': 14.0, 'b2': 25.4, 'b3': 45.2, 'b4': 62.6, 'b5': 82.0,
-                     'b2_li': 22.6}
-ALL = V1_ARCHS + V2_ARCHS
-BIG = ('large', 'b4', 'b5')
-LIGHT = ('tiny', 'b0', 'b2_li')  # the training checks (b2_li: the only linear-SRA arch)
+V1_ARCHS, V2_ARCHS = archs.names('v1'), archs.names('v2')
+ALL = archs.names()
+# Official ImageNet classifiers incl. the 1000-class head, in millions (the rows' published
+# counts: v1 paper Table 2, v2 official README).
+OFFICIAL_PARAMS_M = {row.name: row.params_m for row in archs.rows()}
+BIG = tuple(row.name for row in archs.rows() if row.heavy)  # cheap checks only
+# The training checks: the smallest arch of each version and every linear-SRA one.
+LIGHT = tuple(sorted({min(archs.rows(v), key=lambda r: r.params_m).name for v in ('v1', 'v2')}
+                     | {row.name for row in archs.rows() if row.fields['linear_sra']},
+                     key=ALL.index))
+# Parity with the official code: all but the batch-1-recipe giants (b4, b5: minutes each).
+PARITY = tuple(row.name for row in archs.rows() if not row.big)
 
 
 def _cls(arch):
-    return PVT if arch in V1_ARCHS else PVTv2
+    return PVT if archs.arch_row(arch).version == 'v1' else PVTv2
 
 
 def _official(arch):
@@ -91,7 +96,7 @@ def test_v2_sizes_are_the_ones_mmdet_asserts():
             assert [tuple(o.shape[2:]) for o in model(torch.randn(1, 3, *size))] == maps
 
 
-@pytest.mark.parametrize('arch', [a for a in ALL if a not in ('b4', 'b5')])
+@pytest.mark.parametrize('arch', PARITY)
 def test_official_weights_reproduce_official_features(arch, tmp_path):
     """An independent model of the official code, saved in release format, loaded through
     init_cfg: the same features at odd sizes (v1: every position embedding resized)."""
@@ -103,7 +108,7 @@ def test_official_weights_reproduce_official_features(arch, tmp_path):
     model.init_weights()
     model.eval()
     sizes = [(128, 160)] if arch in V1_ARCHS else [(61, 93)]
-    if arch in ('tiny', 'b0', 'b2_li'):
+    if arch in LIGHT:
         sizes.append((97, 131))
     for size in sizes:
         x = torch.randn(1, 3, *size)

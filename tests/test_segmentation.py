@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from pvt_mm.models.backbones.pvt import V2_ARCHS
+from pvt_mm.models.backbones import archs
 
 from .conftest import (REPO, SEG_TINY_CONFIG, build_from_config, load_tool, predict_random_image,
                        run_tool)
@@ -20,8 +20,9 @@ TABLE5 = {
     'semfpn/pvt_medium_fpn_80k_ade20k.py': (48.0, 61.0),
     'semfpn/pvt_large_fpn_80k_ade20k.py': (65.1, 79.6),
 }
-# PVT v2: b0-b5, as the official PVTv2-Seg release (which reports mIoU for these).
-V2_CONFIGS = [f'semfpn/pvtv2_{arch}_fpn_80k_ade20k.py' for arch in V2_ARCHS if arch != 'b2_li']
+# PVT v2: the rows with a Semantic FPN config (b0-b5, as the official PVTv2-Seg release,
+# which reports mIoU for these).
+V2_CONFIGS = [row.config_file('semfpn') for row in archs.rows('v2') if 'semfpn' in row.families]
 SEG_CONFIGS = sorted(str(p.relative_to(REPO / 'configs'))
                      for p in (REPO / 'configs' / 'semfpn').glob('*.py'))
 TINY_CONFIG = SEG_TINY_CONFIG
@@ -58,9 +59,8 @@ def test_config_builds(config):
         params = sum(p.numel() for p in model.parameters()) / 1e6
         assert abs(params - TABLE5[config][0]) <= 0.1, f'{params:.3f} M vs paper {TABLE5[config][0]} M'
     if config.endswith('_ade20k.py'):
-        arch = cfg.model.backbone.arch
-        assert cfg.model.backbone.init_cfg.checkpoint == (
-            f'checkpoints/pvt_v2_{arch}.pth' if v2 else f'checkpoints/pvt_{arch}.pth')
+        row = archs.arch_row(cfg.model.backbone.arch)
+        assert cfg.model.backbone.init_cfg.checkpoint == row.checkpoint_path
         assert train['RandomCrop']['crop_size'] == (512, 512)
         assert cfg.model.data_preprocessor.size == (512, 512)
         assert [t for t in cfg.test_dataloader.dataset.pipeline

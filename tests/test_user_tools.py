@@ -18,6 +18,8 @@ import torch
 import yaml
 from PIL import Image
 
+from pvt_mm.models.backbones import archs
+
 from .conftest import (PYTHON, REPO, build_from_config, cached_files, load_tool,
                        no_worker_options, run_tool, shapes_options)
 SHAPES_CONFIG = 'configs/retinanet/pvt_tiny_fpn_shapes.py'
@@ -326,8 +328,7 @@ def test_model_index_v2_parameters_are_counted_independently(family):
         return sum(p.numel() for p in model.parameters())
 
     params = _index_parameters()
-    suffix = '80k_ade20k' if family == 'semfpn' else '1x_coco'
-    config = {arch: f'configs/{family}/pvtv2_{arch}_fpn_{suffix}.py'
+    config = {arch: 'configs/' + archs.arch_row(arch).config_file(family)
               for arch in ('b0', *OFFICIAL_V2)}
     for arch in ('b0', 'b1'):
         backbone = get_config(f'mmdet::pvt/retinanet_pvtv2-{arch}_fpn_1x_coco.py').model.backbone
@@ -339,8 +340,8 @@ def test_model_index_v2_parameters_are_counted_independently(family):
         official = {arch: count(OfficialPVTv2(dims=(64, 128, 320, 512), **kw))
                     for arch, kw in OFFICIAL_V2.items()}
     for arch in ('b2', 'b2_li', 'b3', 'b4', 'b5'):
-        if family == 'semfpn' and arch == 'b2_li':
-            continue  # not in the official PVTv2-Seg release
+        if family not in archs.arch_row(arch).families:
+            continue  # b2_li: not in the official PVTv2-Seg release
         assert params[config[arch]] - params[config['b1']] == official[arch] - official['b1'], \
             config[arch]
 

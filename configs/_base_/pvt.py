@@ -1,5 +1,7 @@
 # Shared by every pvt_mm config: make `type='PVT'` / `type='PVTv2'` buildable, and say where the
-# official ImageNet-1k weights live. This is the one place to change those paths.
+# official ImageNet-1k weights live. This is the one place configs take those paths from; they
+# are plain data (read without importing pvt_mm) and must be `checkpoints/<the arch table's
+# weights file>` (pvt_mm/models/backbones/archs.py; tests/test_arch_table.py names a missing one).
 custom_imports = dict(imports=['pvt_mm'], allow_failed_imports=False)
 
 # Download the official PVT v1 and v2 weights, e.g.

@@ -16,26 +16,6 @@ from .allow_list import check_not_empty, load_pth
 from .download import local_checkpoint_path
 from .errors import CheckpointError, StateDict
 
-# ---------------------------------------------------------------------------------------
-# The official release list behind the missing-file hint. It is PVT's, not generic: it
-# moves to the arch table (pvt_mm.models), which will then supply the hint.
-# Where the official ImageNet-1k PVT v1 and v2 weights are published (one release, "v2").
-OFFICIAL_RELEASE_URL = 'https://github.com/whai362/PVT/releases/download/v2/'
-OFFICIAL_RELEASE_FILES = ('pvt_tiny.pth', 'pvt_small.pth', 'pvt_medium.pth', 'pvt_large.pth',
-                          *(f'pvt_v2_{arch}.pth' for arch in ('b0', 'b1', 'b2', 'b3', 'b4', 'b5',
-                                                              'b2_li')))
-
-
-def _missing_file_message(path: str) -> str:
-    """What to do about a checkpoint file that does not exist (the official URL if known)."""
-    name = os.path.basename(path)
-    url = (f' or point it at the URL {OFFICIAL_RELEASE_URL}{name} (downloaded once into the '
-           'torch hub cache)' if name in OFFICIAL_RELEASE_FILES else '')
-    return (f'Checkpoint file {path!r} does not exist. Put the weights there (configs/_base_/pvt.py '
-            f'lists the paths){url}, point init_cfg.checkpoint at the right file or http(s) '
-            'URL, or set init_cfg=None to train from scratch.')
-# ---------------------------------------------------------------------------------------
-
 
 def read_checkpoint(path: str, map_location: str = 'cpu') -> dict:
     """Safely read a checkpoint (``.pth`` via ``weights_only=True``, or safetensors).
@@ -53,7 +33,11 @@ def read_checkpoint(path: str, map_location: str = 'cpu') -> dict:
     """
     path = local_checkpoint_path(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(_missing_file_message(path))
+        # A model adds where its official files live (PVT: the backbone's init_weights).
+        raise FileNotFoundError(
+            f'Checkpoint file {path!r} does not exist. Put the weights there, point '
+            'init_cfg.checkpoint at the right file or http(s) URL, or set init_cfg=None to '
+            'train from scratch.')
     check_not_empty(path)
     if path.endswith('.safetensors'):
         try:

@@ -63,22 +63,23 @@ def build_models(arch: str, device: str, seed: int = 0,
     from mmdet.models.backbones import ResNet
     from mmdet.models.backbones.pvt import (PyramidVisionTransformer,
                                             PyramidVisionTransformerV2, pvt_convert)
-    from pvt_mm import ARCH_ZOO, PVT, PVTv2
-    from pvt_mm.models.backbones.pvt import V2_ARCHS
+    from pvt_mm.models.backbones import archs
     from pvt_mm.models.backbones.pvt_convert import to_official_keys
+    from pvt_mm.registry import PUBLIC_MODELS
 
-    if arch not in ARCH_ZOO:
-        raise ValueError(f'Unknown arch {arch!r}; choose one of {sorted(ARCH_ZOO)}.')
-    if ARCH_ZOO[arch]['linear_sra']:
+    if arch not in archs.ARCH_TABLE:
+        raise ValueError(f'Unknown arch {arch!r}; choose one of {sorted(archs.ARCH_TABLE)}.')
+    row = archs.arch_row(arch)
+    if row.fields['linear_sra']:
         raise ValueError(f'mmdet 3.3 has no linear SRA, so PVT v2-{arch} has no mmdet twin to '
                          'compare with; benchmark b2 (the same model with SRA) instead.')
     if only == 'resnet50':
         resnet = ResNet(depth=50).to(device)
         resnet.eval()  # mmdet's ResNet.train() returns None: no chaining
         return dict(resnet50=resnet)
-    v2 = arch in V2_ARCHS
+    v2 = row.version == 'v2'
     torch.manual_seed(seed)
-    ours = (PVTv2 if v2 else PVT)(arch=arch)
+    ours = PUBLIC_MODELS[row.backbone_type](arch=arch)  # the row's backbone type
     ours.init_weights()
     table = ours.arch
     common = dict(embed_dims=table['embed_dims'][0], num_layers=list(table['depths']),
@@ -110,8 +111,9 @@ def build_models(arch: str, device: str, seed: int = 0,
 
 def mmdet_name(arch: str) -> str:
     """The mmdet class that ``arch`` is compared with."""
-    from pvt_mm.models.backbones.pvt import V2_ARCHS
-    return 'PyramidVisionTransformerV2' if arch in V2_ARCHS else 'PyramidVisionTransformer'
+    from pvt_mm.models.backbones import archs
+    return ('PyramidVisionTransformerV2' if archs.arch_row(arch).version == 'v2'
+            else 'PyramidVisionTransformer')
 
 
 def use_official_norm_eps(mmdet_pvt: nn.Module) -> nn.Module:
@@ -323,10 +325,11 @@ def format_table(rows: List[dict]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    from pvt_mm.models.backbones import archs
     parser.add_argument('--arch', default='small',
-                        help='pvt_mm arch preset: v1 tiny/small/medium/large (vs mmdet '
-                        'PyramidVisionTransformer) or v2 b0-b5 (vs PyramidVisionTransformerV2); '
-                        'default small')
+                        help=f'pvt_mm arch preset: v1 {"/".join(archs.names("v1"))} (vs mmdet '
+                        f'PyramidVisionTransformer) or v2 {"/".join(archs.names("v2"))} (vs '
+                        'PyramidVisionTransformerV2; not the linear-SRA ones); default small')
     parser.add_argument('--shape', nargs=2, type=int, action='append', metavar=('H', 'W'),
                         help='input size, repeatable (default 512 512 and 800 1333)')
     parser.add_argument('--batch-sizes', nargs='+', type=int, default=[1])

@@ -25,9 +25,9 @@ from pvt_mm.capabilities import ONNX_EXPORT, exit_unless
 
 exit_unless(ONNX_EXPORT)  # before pvt_mm.deploy, which needs the exporter's torch
 from pvt_mm.deploy import build_graph, export_onnx, load_model, verify_onnx
-from pvt_mm.models.backbones.pvt import V1_ARCHS, V2_ARCHS
+from pvt_mm.models.backbones import archs
 
-#: A RetinaNet config per PVT version; only its backbone is exported.
+#: A RetinaNet config per backbone type (a row's version picks it); only its backbone is exported.
 CONFIGS = {'PVT': 'configs/retinanet/pvt_tiny_fpn_shapes.py',
            'PVTv2': 'configs/retinanet/pvtv2_b0_fpn_shapes.py'}
 
@@ -43,9 +43,9 @@ def _shape(text: str) -> tuple:
 def build_parser() -> argparse.ArgumentParser:
     """The command line, also read by tests/test_docs.py to check the documented commands."""
     parser = argparse.ArgumentParser(description='Export and check every PVT backbone preset')
-    parser.add_argument('--archs', nargs='+', default=list(V1_ARCHS + V2_ARCHS),
-                        choices=V1_ARCHS + V2_ARCHS, metavar='ARCH',
-                        help=f'presets to check (default: all of {V1_ARCHS + V2_ARCHS})')
+    presets = archs.names()  # every row of the arch table
+    parser.add_argument('--archs', nargs='+', default=list(presets), choices=presets,
+                        metavar='ARCH', help=f'presets to check (default: all of {presets})')
     parser.add_argument('--shapes', nargs='+', type=_shape,
                         default=[(224, 224), (800, 1333), (481, 623)],
                         help='sizes checked with the one file (batch 1)')
@@ -61,7 +61,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def check_arch(arch: str, shapes, export_shape, tmp: str) -> dict:
-    config = CONFIGS['PVT' if arch in V1_ARCHS else 'PVTv2']
+    config = CONFIGS[archs.arch_row(arch).backbone_type]
     torch.manual_seed(0)
     model, _ = load_model(config, cfg_options={'model.backbone.arch': arch})
     path = os.path.join(tmp, f'{arch}.onnx')

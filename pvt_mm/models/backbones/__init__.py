@@ -1,7 +1,8 @@
-from .pvt import ARCH_ZOO, PVT, PVTStage, PVTv2, resolve_arch
+from .archs import ARCH_TABLE, ARCH_ZOO, ArchRow, resolve_arch
+from .pvt import PVT, PVTStage, PVTv2
 from .pvt_convert import (adapt_state_dict, convert_checkpoint_file, convert_official_keys,
                           load_pretrained, to_official_keys)
 
-__all__ = ['ARCH_ZOO', 'PVT', 'PVTStage', 'PVTv2', 'resolve_arch', 'adapt_state_dict',
+__all__ = ['ARCH_TABLE', 'ARCH_ZOO', 'ArchRow', 'PVT', 'PVTStage', 'PVTv2', 'resolve_arch', 'adapt_state_dict',
            'convert_checkpoint_file', 'convert_official_keys', 'load_pretrained',
            'to_official_keys']

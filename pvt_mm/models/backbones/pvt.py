@@ -1,5 +1,5 @@
-"""Pyramid Vision Transformer v1 (Wang et al., ICCV 2021) and v2 (CVMJ 2022): one arch table,
-one stage and layer code; the versions differ by arch data only."""
+"""Pyramid Vision Transformer v1 (Wang et al., ICCV 2021) and v2 (CVMJ 2022) backbones: one
+stage and layer code; the versions differ by arch data only (the rows of :mod:`.archs`)."""
 import math
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -14,120 +14,21 @@ from ...capabilities import is_exporting
 from .. import ops
 from ..input_checks import FiniteInputCheck
 from ..layers import HW, EncoderLayer, PatchEmbed
+# ARCH_ZOO, ARCH_FIELDS, resolve_arch, min_input_side stay importable from here (re-exported).
+from .archs import (ARCH_FIELDS, ARCH_ZOO, STAGE_FIELDS, VERSION_FIELDS,  # noqa: F401
+                    min_input_side, release_hint, resolve_arch, zoo)
 from .pvt_convert import load_pretrained
 
-# Per-stage fields an arch is made of (one entry per stage), in the order of paper Table 1;
-# patch_kernels / patch_paddings make the patch embeddings overlap (PVT v2).
-STAGE_FIELDS = ('depths', 'patch_sizes', 'patch_kernels', 'patch_paddings', 'embed_dims',
-                'sr_ratios', 'num_heads', 'mlp_ratios')
-# Per-arch switches that tell PVT v1 from v2 (data, not code): learned position embeddings,
-# a LayerNorm after every stage, the FFN's 3x3 depth-wise conv, linear SRA (v2-li).
-VERSION_FIELDS = ('pos_embed', 'stage_norm', 'ffn_dwconv', 'linear_sra')
-ARCH_FIELDS = STAGE_FIELDS + VERSION_FIELDS
 
-# v1, Table 1: every variant shares the per-stage settings and differs only in depth.
-_V1 = dict(
-    patch_sizes=(4, 2, 2, 2), patch_kernels=(4, 2, 2, 2), patch_paddings=(0, 0, 0, 0),
-    embed_dims=(64, 128, 320, 512), sr_ratios=(8, 4, 2, 1), num_heads=(1, 2, 5, 8),
-    mlp_ratios=(8, 8, 4, 4),
-    pos_embed=True, stage_norm=False, ffn_dwconv=False, linear_sra=False)
-# v2 (the official pvt_v2.py): overlapping patch embeddings, no position embeddings, a norm
-# after every stage, a depth-wise conv in the FFN.
-_V2 = dict(_V1, patch_kernels=(7, 3, 3, 3), patch_paddings=(3, 1, 1, 1),
-           pos_embed=False, stage_norm=True, ffn_dwconv=True)
+class _VersionZoo:
+    """A backbone class's ``arch_zoo``: its version's presets, read from the arch table
+    each time, so a row added to :data:`~.archs.ARCH_TABLE` is a preset at once."""
 
-#: Every preset, both versions: name -> full arch (all of :data:`ARCH_FIELDS`).
-ARCH_ZOO: Dict[str, Dict[str, Any]] = {
-    'tiny': dict(_V1, depths=(2, 2, 2, 2)),
-    'small': dict(_V1, depths=(3, 4, 6, 3)),
-    'medium': dict(_V1, depths=(3, 4, 18, 3)),
-    'large': dict(_V1, depths=(3, 8, 27, 3)),
-    'b0': dict(_V2, depths=(2, 2, 2, 2), embed_dims=(32, 64, 160, 256)),
-    'b1': dict(_V2, depths=(2, 2, 2, 2)),
-    'b2': dict(_V2, depths=(3, 4, 6, 3)),
-    'b3': dict(_V2, depths=(3, 4, 18, 3)),
-    'b4': dict(_V2, depths=(3, 8, 27, 3)),
-    'b5': dict(_V2, depths=(3, 6, 40, 3), mlp_ratios=(4, 4, 4, 4)),
-    'b2_li': dict(_V2, depths=(3, 4, 6, 3), linear_sra=True),
-}
-V1_ARCHS = ('tiny', 'small', 'medium', 'large')
-V2_ARCHS = ('b0', 'b1', 'b2', 'b3', 'b4', 'b5', 'b2_li')
+    def __init__(self, version: str) -> None:
+        self.version = version
 
-
-def resolve_arch(arch: Union[str, dict], zoo: Optional[Dict[str, dict]] = None,
-                 base: str = 'small') -> Dict[str, Any]:
-    """Turn ``arch`` (a preset name or a dict of fields) into a full arch dict.
-
-    A dict may give any of :data:`ARCH_FIELDS`; ``depths`` is required and every field it
-    leaves out takes the value of the ``base`` preset (its version's Table: v1's Table 1
-    for ``PVT``, v2's for ``PVTv2``), except that a dict giving ``patch_sizes`` without
-    ``patch_kernels`` / ``patch_paddings`` gets non-overlapping patches (kernel = patch
-    size, no padding). Per-stage fields must have one entry per stage.
-
-    Args:
-        arch: A preset name of ``zoo`` or a dict.
-        zoo: The presets allowed (default: all of :data:`ARCH_ZOO`).
-        base: The preset of ``zoo`` a dict's missing fields come from.
-    """
-    zoo = ARCH_ZOO if zoo is None else zoo
-    if isinstance(arch, str):
-        key = arch.lower()
-        if key not in zoo:
-            other = (' It is a PVT v2 arch: use type="PVTv2".' if key in V2_ARCHS else
-                     ' It is a PVT v1 arch: use type="PVT".' if key in V1_ARCHS else '')
-            raise KeyError(f'Unknown PVT arch {arch!r}; choose one of {sorted(zoo)} '
-                           f'or pass a dict with the fields {ARCH_FIELDS}.{other}')
-        return dict(zoo[key])
-    if not isinstance(arch, dict):
-        raise TypeError(f'arch must be a preset name or a dict, got {type(arch).__name__}')
-    unknown = set(arch) - set(ARCH_FIELDS)
-    if unknown:
-        raise KeyError(f'Unknown PVT arch field(s) {sorted(unknown)}; valid fields are {ARCH_FIELDS}.')
-    if 'depths' not in arch:
-        raise KeyError(f'A custom PVT arch needs "depths"; the other fields {ARCH_FIELDS[1:]} '
-                       f'default to the {base!r} preset.')
-    if base not in zoo:
-        raise KeyError(f'The base preset {base!r} of a custom PVT arch is not among the presets '
-                       f'{sorted(zoo)}; set base_arch to one of them.')
-    defaults = dict(zoo[base])  # the caller's presets: a subclass's own zoo, not ARCH_ZOO
-    if 'patch_sizes' in arch:
-        defaults.update(patch_kernels=tuple(arch['patch_sizes']),
-                        patch_paddings=(0,) * len(arch['patch_sizes']))
-    num_stages = len(arch['depths'])
-    resolved: Dict[str, Any] = {}
-    for field in STAGE_FIELDS:
-        value = tuple(arch.get(field, defaults[field]))
-        if len(value) != num_stages:
-            if field not in arch:
-                raise ValueError(f'A {num_stages}-stage arch must give "{field}" explicitly '
-                                 f'(the {base!r} default has {len(value)} stages).')
-            raise ValueError(f'arch field "{field}" has {len(value)} entries but "depths" has '
-                             f'{num_stages}; give one entry per stage.')
-        resolved[field] = value
-    for field in VERSION_FIELDS:
-        resolved[field] = bool(arch.get(field, defaults[field]))
-    for dims, heads in zip(resolved['embed_dims'], resolved['num_heads']):
-        if dims % heads:
-            raise ValueError(f'embed_dims {resolved["embed_dims"]} must be divisible by '
-                             f'num_heads {resolved["num_heads"]} stage by stage.')
-    return resolved
-
-
-def min_input_side(arch: Dict[str, Any]) -> int:
-    """The smallest input side every stage of ``arch`` can process: each patch embedding
-    must give at least one cell, and each strided reduction (kernel = stride = R) at
-    least R cells to reduce; linear SRA pools to a fixed grid from any size.
-
-    Args:
-        arch: A full arch (see :func:`resolve_arch`).
-    """
-    need = 1  # cells the stage after the current one needs
-    stages = zip(arch['patch_sizes'], arch['patch_kernels'], arch['patch_paddings'],
-                 arch['sr_ratios'])
-    for stride, kernel, padding, sr_ratio in reversed(list(stages)):
-        need = max(need, 1 if arch['linear_sra'] else sr_ratio)
-        need = max(1, stride * (need - 1) + kernel - 2 * padding)
-    return need
+    def __get__(self, obj: Any, owner: type) -> Dict[str, Dict[str, Any]]:
+        return zoo(self.version)
 
 
 class PVTStage(nn.Module):
@@ -272,7 +173,8 @@ class PVT(BaseModule):
             weights, ``None`` initialises from scratch.
     """
 
-    arch_zoo: Dict[str, Dict[str, Any]] = {name: ARCH_ZOO[name] for name in V1_ARCHS}
+    #: The presets this class builds: the arch table's v1 rows (a subclass may set a dict).
+    arch_zoo: Dict[str, Dict[str, Any]] = _VersionZoo('v1')
     #: The preset a custom arch dict's missing fields come from.
     base_arch = 'small'
 
@@ -355,8 +257,15 @@ class PVT(BaseModule):
     def init_weights(self) -> None:
         """Load ``init_cfg``'s pretrained checkpoint, or initialise from scratch."""
         if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            load_pretrained(self, self.init_cfg['checkpoint'],
-                            map_location=self.init_cfg.get('map_location', 'cpu'))
+            path = self.init_cfg['checkpoint']
+            try:
+                load_pretrained(self, path, map_location=self.init_cfg.get('map_location', 'cpu'))
+            except FileNotFoundError as exc:
+                # The reader knows no model; the arch table knows where official files live.
+                hint = release_hint(path)
+                if not hint:
+                    raise
+                raise FileNotFoundError(f'{exc}{hint}') from exc
             self._is_init = True
             return
         if self.init_cfg is not None:
@@ -451,7 +360,7 @@ class PVTv2(PVT):
             ``False``: v2 classifies from mean-pooled tokens).
     """
 
-    arch_zoo: Dict[str, Dict[str, Any]] = {name: ARCH_ZOO[name] for name in V2_ARCHS}
+    arch_zoo: Dict[str, Dict[str, Any]] = _VersionZoo('v2')
     base_arch = 'b2'
 
     def __init__(self, arch: Union[str, dict] = 'b2', **kwargs) -> None:
