@@ -1,0 +1,93 @@
+"""Where each image of a padded batch is valid, for batch invariance.
+
+mmdet / mmseg pad every batch to its largest image. An image's result must not depend on the
+others, so the modules that mix neighbouring or all tokens need each image's *valid size*: its
+own size rounded up to the size divisor, as a batch of one would be padded. This module holds
+that fact and nothing else: how the sizes are carried through a forward (a context set by the
+caller, since mmdet's ``extract_feat`` passes only the tensor) and the region masks at any
+stride. The modules that use them (backbone, neck / head wrappers, norms) live elsewhere.
+"""
+import contextlib
+import contextvars
+import math
+from typing import Iterator, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+HW = Tuple[int, int]
+#: What mmdet's / mmseg's data preprocessors pad a batch to a multiple of in every pvt_mm config.
+SIZE_DIVISOR = 32
+
+_VALID_SIZES: contextvars.ContextVar[Optional[Tuple[HW, ...]]] = contextvars.ContextVar(
+    'pvt_mm_valid_sizes', default=None)
+
+
+def own_padded_size(hw: Sequence[int], divisor: int = SIZE_DIVISOR) -> HW:
+    """The size a batch of one pads an image of size ``hw`` to (rounded up to ``divisor``)."""
+    return (int(math.ceil(hw[0] / divisor) * divisor), int(math.ceil(hw[1] / divisor) * divisor))
+
+
+def valid_sizes(img_shapes: Sequence[Sequence[int]], batch_hw: Sequence[int],
+                divisor: int = SIZE_DIVISOR) -> Tuple[HW, ...]:
+    """Each image's valid size inside a batch padded to ``batch_hw``.
+
+    Args:
+        img_shapes: Each image's ``(h, w)`` before padding (mmdet's ``img_shape``).
+        batch_hw: The padded batch's ``(H, W)``.
+        divisor: The size divisor of the data preprocessor.
+
+    Returns:
+        ``(h, w)`` per image: its own padded size, never beyond the batch.
+    """
+    sizes = []
+    for shape in img_shapes:
+        h, w = own_padded_size(shape, divisor)
+        sizes.append((min(h, int(batch_hw[0])), min(w, int(batch_hw[1]))))
+    return tuple(sizes)
+
+
+def is_padded(sizes: Optional[Sequence[HW]], batch_hw: Sequence[int]) -> bool:
+    """Whether any image is smaller than the batch (else nothing needs a mask)."""
+    return sizes is not None and any(h < batch_hw[0] or w < batch_hw[1] for h, w in sizes)
+
+
+@contextlib.contextmanager
+def batch_valid_sizes(sizes: Optional[Sequence[HW]]) -> Iterator[None]:
+    """Make ``sizes`` the valid sizes of the batch in flight for the ``with`` block.
+
+    ``None`` means "every image fills the batch" (the behaviour without batch invariance).
+    """
+    token = _VALID_SIZES.set(None if sizes is None else tuple(tuple(map(int, s)) for s in sizes))
+    try:
+        yield
+    finally:
+        _VALID_SIZES.reset(token)
+
+
+def current_valid_sizes() -> Optional[Tuple[HW, ...]]:
+    """The valid sizes set by :func:`batch_valid_sizes` around this forward, or ``None``."""
+    return _VALID_SIZES.get()
+
+
+def region_mask(sizes: Union[Sequence[HW], Tensor], hw: Sequence[int], stride: int,
+                device: Union[str, torch.device, None] = None) -> Tensor:
+    """``(B, 1, h, w)`` bool: True where a map of size ``hw`` at ``stride`` lies in each image.
+
+    A cell is valid when it starts inside the image's valid size (``ceil(size / stride)``
+    cells per side), which is what a batch of one at that size computes.
+
+    Args:
+        sizes: ``(h, w)`` per image, or a ``(B, 2)`` integer tensor (traced while exporting).
+        hw: The map's ``(h, w)``.
+        stride: The map's stride relative to the input.
+        device: Where to build the mask (default: ``sizes``' device, or the CPU).
+    """
+    if not isinstance(sizes, Tensor):
+        sizes = torch.tensor([list(s) for s in sizes], dtype=torch.long, device=device)
+    cells = torch.div(sizes + (stride - 1), stride, rounding_mode='floor')  # (B, 2)
+    rows = torch.arange(int(hw[0]), device=sizes.device)
+    cols = torch.arange(int(hw[1]), device=sizes.device)
+    valid_rows = rows[None, :] < cells[:, 0:1]  # (B, h)
+    valid_cols = cols[None, :] < cells[:, 1:2]  # (B, w)
+    return (valid_rows[:, :, None] & valid_cols[:, None, :])[:, None]
