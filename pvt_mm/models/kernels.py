@@ -55,6 +55,10 @@ def grouped_attention(q: Tensor, k: Tensor, v: Tensor, groups: int,
         if key_mask is not None:  # each group keeps its image's mask
             key_mask = key_mask.unsqueeze(1).expand(b, groups, *key_mask.shape[1:]).reshape(
                 b * groups, *key_mask.shape[1:])
+    if exporting and key_mask is not None:
+        # ONNX Runtime's Attention wants the mask's query axis spelled out (no broadcast):
+        # (B', 1, N', M) bools in the graph, built from the (B', 1, 1, M) key mask.
+        key_mask = key_mask.expand(-1, -1, q.shape[1], -1)
     out = F.scaled_dot_product_attention(
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=key_mask,
         dropout_p=dropout_p)
