@@ -216,19 +216,22 @@ def _sdpa_ops(fn) -> List[str]:
     return sorted({e.key for e in prof.key_averages() if 'scaled_dot_product' in e.key})
 
 
-@pytest.mark.cuda
-@pytest.mark.parametrize('dtype', [torch.float16, torch.float32])
-def test_cuda_masked_attention_stays_fused(dtype):
-    """The key mask keeps a fused CUDA kernel (not the math fallback), inference and a
-    grouped training step alike."""
-    model = build('small').cuda().train()
-    x = batch_of(images(SIZES)).cuda()
-    with torch.autocast('cuda', dtype=torch.float16, enabled=dtype == torch.float16):
+@pytest.mark.parametrize('device, dtype', [
+    ('cpu', torch.float32),
+    pytest.param('cuda', torch.float32, marks=pytest.mark.cuda),
+    pytest.param('cuda', torch.float16, marks=pytest.mark.cuda)])
+def test_masked_attention_stays_fused(device, dtype):
+    """The key mask keeps a fused kernel (CPU flash attention; a CUDA memory-efficient,
+    flash or cuDNN kernel), not the math fallback: inference and a grouped training step."""
+    model = build('small').to(device).train()
+    x = batch_of(images(SIZES)).to(device)
+    with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
         ops_run = _sdpa_ops(lambda: model(x, img_shapes=list(SIZES))[-1].sum().backward())
         with torch.no_grad():
             ops_run += _sdpa_ops(lambda: model.eval()(x, img_shapes=list(SIZES)))
     assert not any('math' in op for op in ops_run), ops_run
-    assert any('efficient' in op or 'flash' in op or 'cudnn' in op for op in ops_run), ops_run
+    assert any(kernel in op for op in ops_run for kernel in ('efficient', 'flash', 'cudnn')), ops_run
+    assert any('backward' in op for op in ops_run), ops_run
 
 
 @pytest.mark.cuda
@@ -239,3 +242,20 @@ def test_cuda_an_image_in_a_mixed_batch_gets_its_features_alone(arch):
     with torch.no_grad():
         diffs = alone_vs_batch(model, imgs)
     assert max(map(max, diffs)) < 1e-4, diffs  # TF32 / kernel choice may differ per shape
+
+
+@pytest.mark.parametrize('sr_ratio, linear', [(2, False), (1, False), (1, True)])
+def test_explicit_attention_weights_follow_the_region(sr_ratio, linear):
+    """attention_maps.sra_attention (the maps the tools draw) gives the layer's own output
+    in a padded batch: the same key mask / region pooling."""
+    from pvt_mm.models.attention_maps import sra_attention
+    from pvt_mm.models.layers import SpatialReductionAttention, TokenRegion
+    torch.manual_seed(0)
+    attn = SpatialReductionAttention(16, 2, sr_ratio, linear=linear).eval()
+    hw = (8, 6)
+    region = TokenRegion([(16, 24), (32, 16)], hw, 4, 0, torch.device('cpu'))
+    x = torch.randn(2, 48, 16)
+    with torch.no_grad():
+        weights, v, _ = sra_attention(attn, x, hw, 0, region)
+        explicit = attn.proj((weights @ v).transpose(1, 2).reshape(2, 48, 16))
+        torch.testing.assert_close(explicit, attn(x, hw, 0, region), rtol=1e-5, atol=1e-6)
