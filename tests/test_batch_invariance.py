@@ -259,3 +259,26 @@ def test_explicit_attention_weights_follow_the_region(sr_ratio, linear):
         weights, v, _ = sra_attention(attn, x, hw, 0, region)
         explicit = attn.proj((weights @ v).transpose(1, 2).reshape(2, 48, 16))
         torch.testing.assert_close(explicit, attn(x, hw, 0, region), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'b0', 'b2_li'])
+def test_gradients_are_those_of_the_image_alone(arch):
+    """Training sees the same function: the gradient of an image's valid-region features
+    with respect to the image (and the weights) equals the one it gets alone."""
+    model = build(arch).train()
+    imgs = images(SIZES)
+    batch = batch_of(imgs).requires_grad_()
+    outs = model(batch, img_shapes=list(SIZES))
+    image = pad_to(imgs[0], own_padded_size(imgs[0].shape[2:])).requires_grad_()
+    alone = model(image)
+    weights = [torch.randn_like(a) for a in alone]
+    loss_batch = sum((o[:1, :, :a.shape[2], :a.shape[3]] * w).sum()
+                     for o, a, w in zip(outs, alone, weights))
+    loss_alone = sum((a * w).sum() for a, w in zip(alone, weights))
+    params = [p for p in model.parameters() if p.requires_grad]
+    got = torch.autograd.grad(loss_batch, [batch] + params)
+    want = torch.autograd.grad(loss_alone, [image] + params)
+    assert rel_diff(got[0][:1, :, :image.shape[2], :image.shape[3]], want[0]) < TOL
+    assert not got[0][1:].any()  # nothing of image 0 flows through image 1
+    for g, w in zip(got[1:], want[1:]):
+        assert rel_diff(g, w) < 1e-4

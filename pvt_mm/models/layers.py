@@ -50,10 +50,13 @@ class TokenRegion:
         self.outside_tokens = ~self.mask.flatten(2).transpose(1, 2)
         self._key_masks: Dict[int, Tensor] = {}
 
-    def zero_outside(self, x: Tensor) -> Tensor:
+    def zero_outside(self, x: Tensor, inplace: bool = False) -> Tensor:
         """Tokens ``(B, prefix + h*w, C)`` with the grid tokens outside each image zeroed,
-        as the zero padding of a conv sees the border of an image alone."""
+        as the zero padding of a conv sees the border of an image alone (``inplace``: in
+        ``x`` itself, which no backward may need)."""
         if not self.num_prefix_tokens:
+            if inplace:
+                return x.masked_fill_(self.outside_tokens, 0.0)
             return x.masked_fill(self.outside_tokens, 0.0)
         prefix = self.num_prefix_tokens
         return torch.cat((x[:, :prefix], x[:, prefix:].masked_fill(self.outside_tokens, 0.0)), 1)
@@ -303,7 +306,9 @@ class FFN(nn.Module):
             x = self.relu(x)
         if self.dwconv is not None:
             if region is not None:  # the conv's zero padding at each image's own border
-                x = region.zero_outside(x)
+                # In place on fc1's fresh output (no backward reads it; ReLU's does, so not
+                # after a ReLU): no copy of the largest activation.
+                x = region.zero_outside(x, inplace=self.relu is None)
             x = self._grid_conv(x, hw)
         return self.drop(self.fc2(self.drop(self.act(x))))
 
