@@ -297,3 +297,28 @@ def test_extra_levels_past_the_divisor_stay_exact():
                 torch.testing.assert_close(crop, a, rtol=1e-5, atol=1e-6)
     finally:
         installed.remove()
+
+
+def test_the_configs_hook_acts_in_a_runners_test(shapes_root, tmp_path):
+    """What tools/test.py runs (Runner.from_cfg, runner.test()) on the main job's config,
+    with batches of images of different sizes: the backbone sees each image's valid size."""
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    from pvt_mm.hooks import BatchInvariantHook
+    cfg = Config.fromfile(MAIN_JOB)
+    cfg.work_dir = str(tmp_path)
+    cfg.test_dataloader.update(batch_size=2, num_workers=0, persistent_workers=False)
+    cfg.test_dataloader.dataset.data_root = f'{shapes_root}/'
+    cfg.test_evaluator.ann_file = f'{shapes_root}/annotations/instances_val2017.json'
+    # Each image resized to its own random size, so a batch of two is padded.
+    cfg.test_dataloader.dataset.pipeline[1] = dict(type='RandomResize', keep_ratio=True,
+                                                   scale=[(120, 90), (320, 256)])
+    runner = Runner.from_cfg(cfg)
+    assert any(isinstance(h, BatchInvariantHook) for h in runner.hooks)
+    seen = []
+    runner.model.backbone.register_forward_hook(
+        lambda m, a, o: seen.append((padding.current_valid_sizes(), tuple(a[0].shape[-2:]))))
+    runner.test()
+    assert seen and all(sizes is not None and len(sizes) == 2 for sizes, _ in seen)
+    assert any(padding.is_padded(sizes, hw) for sizes, hw in seen)
+    assert padding.current_valid_sizes() is None
