@@ -12,12 +12,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pvt_mm.models import padding
 from pvt_mm.models.batch_invariance import (MaskedGN, enable_batch_invariance, padded_batch,
                                             replicate_outside, zero_outside)
+
+from .conftest import SEG_TINY_CONFIG, build_from_config
 
 MAIN_JOB = 'configs/retinanet/pvtv2_b0_fpn_shapes.py'
 # Two images of their own sizes (already multiples of 32, as their own padding makes them)
@@ -62,6 +63,7 @@ def test_masked_gn_normalises_each_region_as_the_image_alone():
     assert not torch.allclose(plain(x)[1, :, :32, :40], out[1, :, :32, :40], atol=1e-3)
 
 
+@pytest.mark.compat
 def test_masked_gn_builds_from_norm_cfg_and_loads_group_norm_weights():
     from mmcv.cnn import build_norm_layer
     from mmengine.registry import init_default_scope
@@ -138,6 +140,7 @@ def _install(model):
     return hook, runner
 
 
+@pytest.mark.compat  # hooks with kwargs and always_call: torch 2.1 too
 def test_hook_carries_the_sizes_into_loss_and_predict_and_resets_them(detector):
     from mmengine.optim import OptimWrapper
     hook, runner = _install(detector)
@@ -299,6 +302,7 @@ def test_extra_levels_past_the_divisor_stay_exact():
         installed.remove()
 
 
+@pytest.mark.compat  # hooks with kwargs and always_call: torch 2.1 too
 def test_the_configs_hook_acts_in_a_runners_test(shapes_root, tmp_path):
     """What tools/test.py runs (Runner.from_cfg, runner.test()) on the main job's config,
     with batches of images of different sizes: the backbone sees each image's valid size."""
@@ -322,3 +326,34 @@ def test_the_configs_hook_acts_in_a_runners_test(shapes_root, tmp_path):
     assert seen and all(sizes is not None and len(sizes) == 2 for sizes, _ in seen)
     assert any(padding.is_padded(sizes, hw) for sizes, hw in seen)
     assert padding.current_valid_sizes() is None
+
+
+@pytest.mark.parametrize('masked', [True, False], ids=['masked', 'unmasked'])
+def test_semantic_fpn_gives_each_image_its_own_logits(masked):
+    """mmseg's FPN + FPNHead (bilinear upsampling inside, and mmseg's bilinear resize of the
+    logits to the input after): the edge-replicated maps make each image's logits, resized,
+    what they are alone."""
+    from mmseg.models.utils import resize
+    cfg, model = build_from_config(SEG_TINY_CONFIG, with_weights=False)
+    model.eval()
+    sizes, batch_hw = ((128, 192), (96, 128)), (128, 192)
+    alone, batched = _alone_and_batched_features(model, sizes, batch_hw)
+    installed = enable_batch_invariance(model) if masked else None
+
+    def logits(feats, hw):
+        with torch.no_grad():
+            out = model.decode_head(model.neck(feats))
+        return resize(out, size=hw, mode='bilinear', align_corners=False)
+
+    try:
+        with padded_batch(sizes, batch_hw):
+            batch = logits(batched, batch_hw)
+        same = []
+        for i, (h, w) in enumerate(sizes):
+            with padded_batch([(h, w)], (h, w)):
+                one = logits(alone[i], (h, w))
+            same.append(torch.allclose(batch[i:i + 1, :, :h, :w], one, rtol=1e-5, atol=1e-5))
+        assert same == [True, masked]
+    finally:
+        if installed is not None:
+            installed.remove()
