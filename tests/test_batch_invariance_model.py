@@ -183,23 +183,41 @@ def test_hook_carries_the_sizes_into_loss_and_predict_and_resets_them(detector):
     assert seen == [None]
 
 
-def test_hook_installs_inside_a_model_wrapper(detector):
-    from mmengine.model import is_model_wrapper
-    from mmengine.registry import MODEL_WRAPPERS
-
-    @MODEL_WRAPPERS.register_module(name='_TestWrapper', force=True)
-    class _TestWrapper(nn.Module):  # stands for MMDistributedDataParallel: a registered wrapper
-        def __init__(self, module):
-            super().__init__()
-            self.module = module
-
-    wrapper = _TestWrapper(detector)
-    assert is_model_wrapper(wrapper)
-    installed = enable_batch_invariance(wrapper)
+def test_hook_acts_inside_mmengines_ddp_wrapper():
+    """MMDistributedDataParallel (one gloo process): the hook goes on the inner model, which
+    the wrapper's train_step and val_step call."""
+    import socket
+    import torch.distributed as dist
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.model import MMDistributedDataParallel
+    from mmengine.optim import OptimWrapper
+    from mmengine.registry import HOOKS, init_default_scope
+    import pvt_mm  # noqa: F401
+    init_default_scope('mmdet')
+    model = MODELS.build(Config.fromfile(MAIN_JOB).model)
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=0, world_size=1)
     try:
-        assert installed.model is detector
+        wrapper = MMDistributedDataParallel(module=model)
+        hook = HOOKS.build(dict(type='BatchInvariantHook'))
+        runner = SimpleNamespace(model=wrapper)
+        hook.before_run(runner)
+        seen = []
+        model.backbone.register_forward_hook(
+            lambda m, a, o: seen.append(padding.current_valid_sizes()))
+        wrapper.train()
+        wrapper.train_step(_data([(300, 400), (250, 300)]),
+                           OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0)))
+        wrapper.eval()
+        with torch.no_grad():
+            wrapper.val_step(_data([(300, 400), (250, 300)]))
+        hook.after_run(runner)
+        assert seen == [SIZES, SIZES]
     finally:
-        installed.remove()
+        dist.destroy_process_group()
 
 
 def _alone_and_batched_features(model, sizes, batch_hw):
@@ -352,7 +370,10 @@ def test_semantic_fpn_gives_each_image_its_own_logits(masked):
         for i, (h, w) in enumerate(sizes):
             with padded_batch([(h, w)], (h, w)):
                 one = logits(alone[i], (h, w))
-            same.append(torch.allclose(batch[i:i + 1, :, :h, :w], one, rtol=1e-5, atol=1e-5))
+            # Relative to the map's largest logit: the same convs on other shapes round
+            # differently (~5e-7 of it, either torch).
+            same.append(torch.allclose(batch[i:i + 1, :, :h, :w], one, rtol=1e-5,
+                                       atol=1e-5 * one.abs().max()))
         assert same == [True, masked]
     finally:
         if installed is not None:
