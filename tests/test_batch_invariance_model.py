@@ -162,6 +162,12 @@ def test_hook_carries_the_sizes_into_loss_and_predict_and_resets_them(detector):
         assert padding.current_valid_sizes() is None
         assert padding.current_batch_input_size() is None
 
+        # A forward without data samples keeps what its caller set (here: explicitly).
+        seen.clear()
+        with torch.no_grad(), padded_batch(SIZES, BATCH_HW):
+            detector(torch.zeros(2, 3, *BATCH_HW), mode='tensor')
+        assert seen == [(SIZES, BATCH_HW)]
+
         # Left also when the forward raises.
         def fail(*args):
             raise RuntimeError('boom')

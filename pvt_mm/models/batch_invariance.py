@@ -302,12 +302,16 @@ class BatchInvariance:
         inputs = kwargs.get('inputs', args[0] if args else None)
         samples = kwargs.get('data_samples', args[1] if len(args) > 1 else None)
         stack = contextlib.ExitStack()
+        # Pushed first: the always-called forward hook pops one entry even when this raises.
+        self._contexts.append(stack)
         if isinstance(inputs, Tensor) and inputs.dim() == 4:
             batch_hw = tuple(inputs.shape[-2:])
             divisor = preprocessor_divisor(module) if self.divisor == -1 else self.divisor
             sizes = sizes_from_data_samples(samples, batch_hw, divisor)
-            stack.enter_context(padded_batch(sizes, batch_hw))
-        self._contexts.append(stack)
+            # No img_shape (e.g. mode='tensor' without data samples): leave whatever the
+            # caller set around this call (padded_batch) as it is.
+            if sizes is not None or divisor is None:
+                stack.enter_context(padded_batch(sizes, batch_hw))
 
     def _leave(self, module: nn.Module, args: tuple, output: Any) -> None:
         if self._contexts:
