@@ -384,3 +384,36 @@ def test_semantic_fpn_gives_each_image_its_own_logits(masked):
     finally:
         if installed is not None:
             installed.remove()
+
+
+@pytest.mark.parametrize('config', ['configs/detr/pvt_small_detr_shapes.py',
+                                    'configs/mask_rcnn/pvt_tiny_fpn_shapes.py'])
+def test_other_families_train_and_predict_on_mixed_sizes_with_the_hook(config):
+    """DETR (its head works on queries: not masked; its preprocessor's divisor is 1) and
+    Mask R-CNN (RPN masked, RoI head not): the hook's masking must not break them."""
+    import numpy as np
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.optim import OptimWrapper
+    _, model = build_from_config(config, with_weights=False)
+    installed = enable_batch_invariance(model)
+    seen = []
+    model.neck.register_forward_hook(lambda m, a, o: seen.append(padding.current_valid_sizes()))
+    sizes = [(250, 301), (200, 160)]
+    data = _data(sizes)
+    for sample, (h, w) in zip(data['data_samples'], sizes):
+        masks = np.zeros((1, h, w), np.uint8)
+        masks[0, 12:70, 10:60] = 1
+        sample.gt_instances.masks = BitmapMasks(masks, h, w)
+    try:
+        model.train()
+        losses = model.train_step(data, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.0)))
+        assert all(torch.isfinite(v).all() for v in losses.values())
+        model.eval()
+        with torch.no_grad():
+            results = model.val_step(_data(sizes, with_boxes=False))
+        assert len(results) == 2
+        divisor = model.data_preprocessor.pad_size_divisor
+        assert seen[0] == padding.valid_sizes(sizes, seen[0][0], divisor) and len(seen) == 2
+        assert padding.is_padded(seen[0], (256, 320) if divisor == 32 else (250, 301))
+    finally:
+        installed.remove()

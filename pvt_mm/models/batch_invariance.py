@@ -43,8 +43,9 @@ from .padding import (HW, SIZE_DIVISOR, batch_input_size, batch_valid_sizes, cur
 #: The class logit a sigmoid dense head gets outside every image's region: sigmoid gives
 #: exactly 0 in fp32 and fp16 stays finite, so those anchors never pass a score threshold.
 OUTSIDE_LOGIT = -1e4
-#: The model attributes masked by default: mmdet's neck and dense heads, mmseg's heads.
-#: (Mask R-CNN's ``roi_head`` works on RoIs, not on maps at a stride: it is not masked.)
+#: The model attributes masked by default: mmdet's neck and dense heads, mmseg's heads (a
+#: head only when it works on maps, see :func:`_works_on_maps`). Mask R-CNN's ``roi_head``
+#: works on RoIs, not on maps at a stride: it is not masked.
 DEFAULT_MASK_MODULES = ('neck', 'bbox_head', 'rpn_head', 'decode_head', 'auxiliary_head')
 _BILINEAR_MODES = ('bilinear', 'bicubic')
 
@@ -238,6 +239,13 @@ def _decode_head_output_hook(module: nn.Module, args: tuple, output: Any) -> Any
     return None
 
 
+def _works_on_maps(head: nn.Module) -> bool:
+    """Whether a head takes and makes maps at strides: mmdet's dense heads and mmseg's decode
+    heads (by base class name, so that neither library is imported); not e.g. DETR's head,
+    which works on queries."""
+    return any(c.__name__ in ('BaseDenseHead', 'BaseDecodeHead') for c in type(head).__mro__)
+
+
 def _is_bilinear_upsample(module: nn.Module) -> bool:
     """nn.Upsample or mmseg's Upsample (both keep ``mode``), resizing bilinearly."""
     return type(module).__name__ == 'Upsample' and getattr(module, 'mode', None) in _BILINEAR_MODES
@@ -271,7 +279,7 @@ class BatchInvariance:
         for attr in mask_modules:
             sub = getattr(model, attr, None)
             for part in (sub if isinstance(sub, nn.ModuleList) else [sub]):
-                if isinstance(part, nn.Module):
+                if isinstance(part, nn.Module) and (attr == 'neck' or _works_on_maps(part)):
                     plain_gn += self._mask(part, attr)
         if plain_gn:
             warnings.warn(

@@ -121,7 +121,9 @@ def map_stride(hw: Sequence[int], batch_hw: Sequence[int]) -> int:
     """The stride of a feature map of size ``hw`` computed from a batch of size ``batch_hw``.
 
     A stride-``s`` map of a padded conv network has ``ceil(H / s)`` rows and ``ceil(W / s)``
-    columns; the smallest such ``s`` (powers of two first) is returned.
+    columns (``floor`` for an unpadded strided conv or pool, e.g. PVT v1's patch embedding
+    of a size that is no multiple of 4); the first such ``s`` (powers of two first) is
+    returned.
 
     Raises:
         ValueError: No integer stride gives this map size (e.g. a map resized to an arbitrary
@@ -129,11 +131,13 @@ def map_stride(hw: Sequence[int], batch_hw: Sequence[int]) -> int:
     """
     big_h, big_w = int(batch_hw[0]), int(batch_hw[1])
     h, w = int(hw[0]), int(hw[1])
-    candidates = [2 ** k for k in range(13)]
-    if h > 0:
-        candidates += [max(1, big_h // h), max(1, -(-big_h // h))]
-    for stride in candidates:
+    powers = [2 ** k for k in range(13)]
+    others = [max(1, big_h // h), max(1, -(-big_h // h))] if h > 0 else []
+    for stride in powers + others:
         if -(-big_h // stride) == h and -(-big_w // stride) == w:
+            return stride
+    for stride in powers:  # floor: only the powers of two a pyramid's strides are
+        if big_h // stride == h and big_w // stride == w:
             return stride
     raise ValueError(
         f'A {h}x{w} feature map has no integer stride in a {big_h}x{big_w} batch, so its '
