@@ -37,8 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .padding import (HW, SIZE_DIVISOR, batch_input_size, batch_valid_sizes, current_batch_input_size,
-                      current_valid_sizes, is_padded, map_stride, region_mask, valid_sizes)
+from .padding import (HW, SIZE_DIVISOR, batch_input_size, batch_valid_sizes,
+                      current_batch_input_size, current_valid_sizes, is_padded, map_stride,
+                      region_mask, valid_sizes)
 
 #: The class logit a sigmoid dense head gets outside every image's region: sigmoid gives
 #: exactly 0 in fp32 and fp16 stays finite, so those anchors never pass a score threshold.
@@ -349,5 +350,5 @@ def enable_batch_invariance(model: nn.Module,
 
 
 __all__ = ['MaskedGN', 'BatchInvariance', 'enable_batch_invariance', 'padded_batch',
-           'sizes_from_data_samples', 'preprocessor_divisor', 'zero_outside', 'fill_outside', 'replicate_outside',
-           'OUTSIDE_LOGIT', 'DEFAULT_MASK_MODULES']
+           'sizes_from_data_samples', 'preprocessor_divisor', 'zero_outside', 'fill_outside',
+           'replicate_outside', 'OUTSIDE_LOGIT', 'DEFAULT_MASK_MODULES']
