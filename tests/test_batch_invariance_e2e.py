@@ -18,7 +18,7 @@ import torch
 from pvt_mm.batch_invariance_check import (STAGE_RTOL, BatchInvarianceError, build_backbone,
                                            compare_detection_dumps, compare_test_runs,
                                            measure_stages, stage_table)
-from pvt_mm.models.backbones.archs import names
+from pvt_mm.models.backbones.archs import rows
 
 from .conftest import cpu_only, no_worker_options, run_tool, shapes_options
 
@@ -52,10 +52,12 @@ def test_tool_prints_the_table(tmp_path):
 
 
 @NOT_MERGED
-@pytest.mark.parametrize('arch', names())
+@pytest.mark.parametrize('arch', [row.name for row in rows() if not row.heavy])
 def test_every_preset_gives_each_image_its_own_stage_maps(arch):
-    """Issue 27's first proof: told the valid sizes, each stage map of the image in a
-    mixed-size batch equals its map alone within 1e-5 relative (fp32, CPU)."""
+    """Issue 27's first proof, through the measuring tool's code: told the valid sizes,
+    each stage map of the image in a mixed-size batch equals its map alone within 1e-5
+    relative (fp32, CPU). The heavy presets (over 60 M parameters) get only the suite's
+    cheap checks; the backbone's own tests cover every preset."""
     backbone = build_backbone(arch)
     for measurement in measure_stages(backbone, IMAGE, [OWN, LARGER], arch):
         if max(measurement.diffs) > STAGE_RTOL:
