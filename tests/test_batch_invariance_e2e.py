@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from pvt_mm.batch_invariance_check import (STAGE_RTOL, BatchInvarianceError, build_backbone,
-                                           compare_detection_dumps, compare_test_runs,
-                                           measure_stages, stage_table)
+                                           compare_detection_dumps, compare_segmentation_dumps,
+                                           compare_test_runs, measure_stages, stage_table)
 from pvt_mm.models.backbones.archs import rows
 
-from .conftest import cpu_only, no_worker_options, run_tool, shapes_options
+from .conftest import (SEG_TINY_CONFIG, ade_options, cpu_only, no_worker_options, run_tool,
+                       shapes_options)
 
 MAIN_JOB_CONFIG = 'configs/retinanet/pvtv2_b0_fpn_shapes.py'
 NOT_MERGED = pytest.mark.xfail(strict=True, raises=BatchInvarianceError,
@@ -95,6 +96,17 @@ def test_detection_comparison_fails_on_any_difference_and_on_nothing():
     assert 'nothing to compare' in compare_detection_dumps(empty, empty, 0.0, 0.0).summary()
 
 
+def test_segmentation_comparison_fails_on_one_pixel_and_on_nothing():
+    a = [dict(img_path=f'{i}.jpg', pred_sem_seg=dict(data=torch.zeros(1, 4, 6, dtype=torch.long)))
+         for i in range(2)]
+    assert compare_segmentation_dumps(a, copy.deepcopy(a), 0.3, 0.3).equal
+    b = copy.deepcopy(a)
+    b[1]['pred_sem_seg']['data'][0, 3, 5] = 7
+    assert '1 of 48 pixels (1 images)' in compare_segmentation_dumps(a, b, 0.3, 0.3).summary()
+    assert not compare_segmentation_dumps(a, a, 0.3, 0.302).equal
+    assert not compare_segmentation_dumps([], [], 0.3, 0.3).equal
+
+
 @pytest.fixture(scope='module')
 def mixed_shapes_root(tmp_path_factory):
     """12 held-out shapes images, each of its own size (160-448 px per side)."""
@@ -116,4 +128,16 @@ def test_main_job_detections_same_at_batch_1_and_4(main_job, mixed_shapes_root, 
                                    shapes_options(mixed_shapes_root) + no_worker_options(),
                                    env=cpu_only(dict(OMP_NUM_THREADS='1')), timeout=600)
     assert comparison.images == 12 and min(comparison.detections) > 0, comparison.summary()
+    comparison.check()
+
+
+def test_semantic_fpn_same_label_maps_at_batch_1_and_2(trained_segmentor, ade_root, tmp_path):
+    """tools/test.py with the trained Semantic FPN at test_dataloader.batch_size=1 and =2:
+    the same label map on every pixel and the same mIoU. The ADE20K-layout set's images share
+    one size, so nothing is padded: mmseg 1.2's SegDataPreProcessor refuses a test batch of
+    mixed sizes ('The image size in a batch should be the same'), so a mixed-size Semantic
+    FPN check needs a preprocessor that pads test batches first."""
+    comparison = compare_test_runs(SEG_TINY_CONFIG, str(trained_segmentor.checkpoint), tmp_path,
+                                   (1, 2), ade_options(ade_root), env=cpu_only(), timeout=600)
+    assert comparison.images == 2 and comparison.metric == 'mIoU', comparison.summary()
     comparison.check()
