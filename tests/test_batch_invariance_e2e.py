@@ -11,6 +11,7 @@ fails with :class:`BatchInvarianceError`; once the padding-aware backbone and ne
 land, each passes, strict xfail turns that into a failure, and the merge must remove the mark.
 """
 import copy
+import json
 
 import pytest
 import torch
@@ -114,6 +115,19 @@ def mixed_shapes_root(tmp_path_factory):
     run_tool(['tools/misc/make_shapes_coco.py', '--out', root, '--train', '1', '--val', '12',
               '--mixed-sizes', '160', '448'])
     return root
+
+
+def test_mixed_size_set_has_images_of_many_sizes(mixed_shapes_root):
+    """--mixed-sizes gives each held-out image its own size, its boxes inside it."""
+    data = json.loads((mixed_shapes_root / 'annotations' / 'instances_val2017.json').read_text())
+    sizes = {(img['width'], img['height']) for img in data['images']}
+    assert len(sizes) == 12 and all(160 <= s <= 448 for size in sizes for s in size)
+    assert data['info']['mixed_sizes'] == [160, 448]
+    size_of = {img['id']: (img['width'], img['height']) for img in data['images']}
+    for ann in data['annotations']:
+        x, y, w, h = ann['bbox']
+        width, height = size_of[ann['image_id']]
+        assert 0 <= x and 0 <= y and x + w <= width + 0.01 and y + h <= height + 0.01
 
 
 @NOT_MERGED
