@@ -401,7 +401,8 @@ def compare_test_runs(config: str, checkpoint: str, work_dir: Path,
     first, second = runs
     if 'coco/bbox_mAP' in first.metrics:
         from mmengine.config import Config
-        test_cfg = Config.fromfile(config).model.get('test_cfg') or {}
+        path = Path(config) if Path(config).is_absolute() else REPO / config  # as the tool reads it
+        test_cfg = Config.fromfile(str(path)).model.get('test_cfg') or {}
         return compare_detection_dumps(first.preds, second.preds, first.metrics['coco/bbox_mAP'],
                                        second.metrics['coco/bbox_mAP'], test_cfg.get('score_thr'))
     key = next((k for k in first.metrics if k.endswith('mIoU')), None)
