@@ -2,7 +2,8 @@
 
 ``import pvt_mm`` (or ``custom_imports=dict(imports=['pvt_mm'])`` in a config) registers
 ``PVT`` and ``PVTv2`` (and the training-safety hooks ``RNGStateHook`` / ``FiniteLossHook`` /
-``FiniteInputHook`` / ``AtomicCheckpointHook``) in pvt_mm's own registries and in those of
+``FiniteInputHook`` / ``AtomicCheckpointHook``, and batch invariance's ``BatchInvariantHook``
+and ``MaskedGN`` norm) in pvt_mm's own registries and in those of
 mmdet, mmsegmentation and mmpretrain, for each of them that is installed, so ``type='PVT'``
 builds under any of those default scopes. mmdet also gets ``FocalLossFP32`` (the focal loss
 that keeps mixed precision finite).
@@ -14,8 +15,10 @@ from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
-from .hooks import AtomicCheckpointHook, FiniteInputHook, FiniteLossHook, RNGStateHook
+from .hooks import (AtomicCheckpointHook, BatchInvariantHook, FiniteInputHook, FiniteLossHook,
+                    RNGStateHook)
 from .models import PVT, PVTv2
+from .models.batch_invariance import MaskedGN
 
 # pvt_mm's own scope, a child of mmengine's root: `type='pvt_mm.PVT'` always works.
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='pvt_mm')
@@ -27,9 +30,10 @@ DOWNSTREAM_REGISTRIES: Dict[str, str] = {
     'mmseg': 'mmseg.registry',
     'mmpretrain': 'mmpretrain.registry',
 }
-PUBLIC_MODELS = {'PVT': PVT, 'PVTv2': PVTv2}
+PUBLIC_MODELS = {'PVT': PVT, 'PVTv2': PVTv2, 'MaskedGN': MaskedGN}
 PUBLIC_HOOKS = {'RNGStateHook': RNGStateHook, 'FiniteLossHook': FiniteLossHook,
-                'FiniteInputHook': FiniteInputHook, 'AtomicCheckpointHook': AtomicCheckpointHook}
+                'FiniteInputHook': FiniteInputHook, 'AtomicCheckpointHook': AtomicCheckpointHook,
+                'BatchInvariantHook': BatchInvariantHook}
 
 
 def register_all_modules() -> List[str]:

@@ -9,7 +9,7 @@ import torch
 import yaml
 from mmengine.config import Config
 
-from pvt_mm import arch_docs
+from pvt_mm import doc_blocks
 from pvt_mm.capabilities import ONNX_EXPORT
 from pvt_mm.models.backbones import archs
 
@@ -100,13 +100,13 @@ def test_every_row_is_complete_and_versions_give_the_classes():
 
 def test_docs_tables_match_the_arch_table():
     """The generated blocks of the README and docs pages are the table's (if not:
-    ``python tools/misc/gen_arch_tables.py`` rewrites them)."""
-    drifted = arch_docs.sync(REPO, check=True)
-    assert drifted == [], f'{[str(p) for p in drifted]} differ from the arch table'
-    assert any('<!-- arch-table:' in p.read_text() for p in arch_docs.pages(REPO))
+    ``python tools/misc/gen_docs.py`` rewrites them)."""
+    drifted = doc_blocks.sync(REPO, check=True)
+    assert drifted == [], f'{[str(p) for p in drifted]} differ from the code: run python tools/misc/gen_docs.py'
+    assert any('<!-- generated:' in p.read_text() for p in doc_blocks.pages(REPO))
 
 
-def test_gen_arch_tables_check_names_the_drifted_page(tmp_path):
+def test_gen_docs_check_names_the_drifted_page(tmp_path):
     """``--check`` on a copy whose table was edited by hand: exit 1 naming the page;
     without ``--check`` it rewrites the page back to the table's."""
     (tmp_path / 'docs').mkdir()
@@ -114,9 +114,9 @@ def test_gen_arch_tables_check_names_the_drifted_page(tmp_path):
     original = (REPO / 'docs' / 'model_zoo.md').read_text()
     assert '| b0 | 2, 2, 2, 2 |' in original
     page.write_text(original.replace('| b0 | 2, 2, 2, 2 |', '| b0 | 2, 2, 2, 3 |'))
-    result = run_tool(['tools/misc/gen_arch_tables.py', '--check', '--root', tmp_path], check=False)
-    assert result.returncode == 1 and 'model_zoo.md: differs from the arch table' in result.stderr
-    run_tool(['tools/misc/gen_arch_tables.py', '--root', tmp_path])
+    result = run_tool(['tools/misc/gen_docs.py', '--check', '--root', tmp_path], check=False)
+    assert result.returncode == 1 and 'model_zoo.md: differs from the code' in result.stderr
+    run_tool(['tools/misc/gen_docs.py', '--root', tmp_path])
     assert page.read_text() == original
 
 
@@ -196,8 +196,8 @@ def test_fake_row_has_its_tool_choices_and_is_named_missing_outside_the_package(
         assert f'{config}: missing' in problems
         assert f'configs/{family}/metafile.yml: no entry for {config}' in problems
     assert any(p.startswith('configs/_base_/pvt.py: pvtv2_pretrained needs b_fake=') for p in problems)
-    assert REPO / 'docs' / 'model_zoo.md' in arch_docs.sync(REPO, check=True)
-    assert '| b_fake | `PVTv2` | 1, 1, 1, 1 |' in arch_docs.presets_table()
+    assert REPO / 'docs' / 'model_zoo.md' in doc_blocks.sync(REPO, check=True)
+    assert '| b_fake | `PVTv2` | 1, 1, 1, 1 |' in doc_blocks.presets_table()
 
 
 @pytest.mark.skipif(not ONNX_EXPORT.available, reason=f'ONNX export unavailable: {ONNX_EXPORT}')

@@ -232,6 +232,18 @@ def test_unsupported_model_is_refused_without_a_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_verify_image_errors_come_before_the_export(tmp_path):
+    """--image names a missing file, or comes without --verify: exit 1 with what to do, at
+    once (no export, no file)."""
+    out = tmp_path / 'model.onnx'
+    base = ['tools/deployment/pytorch2onnx.py', MAIN_JOB_CONFIG, '--out', out]
+    missing = run_tool(base + ['--verify', '--image', tmp_path / 'nope.jpg'], check=False)
+    assert missing.returncode == 1 and "nope.jpg' does not exist" in missing.stderr
+    alone = run_tool(base + ['--image', tmp_path / 'nope.jpg'], check=False)
+    assert alone.returncode == 1 and 'add --verify' in alone.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_failed_export_leaves_the_old_file(tmp_path):
     """An export that fails after its temporary file was opened (an example size below
     the model's smallest input) keeps an existing file as it was, leaves no partial file
@@ -334,15 +346,19 @@ def test_benchmark_without_openvino_is_a_clear_error():
 
 @pytest.fixture(scope='module')
 def main_job_onnx(main_job, tmp_path_factory):
-    """The main job's trained RetinaNet + PVT v2-b0, exported end to end (its equality with
-    PyTorch is checked on the held-out images below, so no --verify here: it saves ~40 s)."""
+    """The main job's trained RetinaNet + PVT v2-b0, exported end to end and checked by
+    ``--verify --image`` on a held-out image: a trained detector finds nothing on random
+    pixels, so the user's verify must run on a real picture and compare real detections."""
     work, result = main_job
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     ckpt = sorted(work.glob('epoch_*.pth'))[-1]
+    image = sorted((REPO / 'data' / 'shapes_coco' / 'val2017').iterdir())[0]
     out = tmp_path_factory.mktemp('onnx_main_job') / 'retinanet.onnx'
     export = run_tool(['tools/deployment/pytorch2onnx.py', MAIN_JOB_CONFIG, '--checkpoint', ckpt,
-                       '--out', out, '--shape', '192', '256'])
+                       '--out', out, '--shape', '192', '256', '--verify', '--image', image])
     assert out.is_file(), export.output
+    counts = re.findall(r'verify ok: \d+x\d+: (\d+) detections \(PyTorch\), (\d+) ', export.stdout)
+    assert len(counts) == 2 and all(int(a) > 0 and int(b) > 0 for a, b in counts), export.stdout
     return work, out
 
 

@@ -120,3 +120,15 @@ def test_a_cycle_is_found(tmp_path):
     (package / 'a.py').write_text('from .b import f\n')
     (package / 'b.py').write_text('def f():\n    from . import a\n')
     assert find_cycles(import_graph(package)) == [['pvt_mm.a', 'pvt_mm.b']]
+
+
+def test_every_module_states_its_job_in_the_generated_layout():
+    """docs/get_started.md's layout is each module's own docstring (one place per fact): every
+    module of the package has a row, and every row a stated job."""
+    from pvt_mm import doc_blocks
+    table = doc_blocks.layout_table()
+    rows = dict(line.split(' | ', 1) for line in table.splitlines()[2:])
+    modules = [p for p in PACKAGE.rglob('*.py') if p.name != 'version.py']
+    assert len(rows) == len(modules)
+    empty = [name for name, job in rows.items() if job.strip(' |') == '']
+    assert empty == [], f'modules without an opening docstring: {empty}'

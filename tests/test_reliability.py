@@ -334,6 +334,6 @@ def test_bad_input_backbone_checkpoint_given_as_a_whole_model(shapes_root, tmp_p
     for extra, options in ((['--resume', str(backbone)], opts), ([], opts + [f'load_from={backbone}'])):
         result = _train(tmp_path / 'work', options, *extra, check=False)
         assert result.returncode != 0
-        assert 'holds PVT backbone weights' in result.stderr and 'init_cfg' in result.stderr
+        assert 'backbone-only weights' in result.stderr and 'init_cfg' in result.stderr
     result = run_tool(['tools/test.py', CONFIG, backbone, '--cfg-options', *opts], check=False)
-    assert result.returncode != 0 and 'holds PVT backbone weights' in result.stderr
+    assert result.returncode != 0 and 'backbone-only weights' in result.stderr

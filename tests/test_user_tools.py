@@ -141,7 +141,7 @@ def test_demo_errors_are_clear(trained, shapes_root, tmp_path, capsys):
         ([image, SHAPES_CONFIG, str(tmp_path / 'x.pth')], r"(?i)checkpoint file '.*x\.pth' does not exist"),
         ([image, SHAPES_CONFIG, str(bad_ckpt)], r"(Cannot read checkpoint|Refused to load) '.*bad\.pth'"),
         ([image, SHAPES_CONFIG, str(backbone_only)],
-         r"'.*backbone\.pth' holds PVT backbone weights .* model\.backbone\.init_cfg"),
+         r"'.*backbone\.pth' holds no .backbone\.. weights .*backbone-only .* model\.backbone\.init_cfg"),
         ([str(junk), SHAPES_CONFIG, str(ckpt)], r"cannot read image '.*junk\.jpg'"),
         ([str(empty), SHAPES_CONFIG, str(ckpt)], r"directory '.*empty' holds no images"),
         ([image, 'configs/classification/pvt_tiny_in1k_tiny.py', str(ckpt)],

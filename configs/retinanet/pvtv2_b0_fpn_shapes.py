@@ -15,12 +15,14 @@ model = dict(
     backbone=dict(type='PVTv2', arch='b0', init_cfg=None, drop_path_rate=0.0),
     # A light FPN + head (64 channels, 2 convs instead of 256 and 4, 3 classes): at this size
     # the full head costs several times the backbone. GroupNorm keeps the from-scratch head's
-    # logits in range (without it the classification loss exploded at lr >= 3e-4).
+    # logits in range (without it the classification loss exploded at lr >= 3e-4). Masked
+    # GroupNorm: its statistics cover each image's own region in a padded batch (batch
+    # invariance); nn.GroupNorm itself, bit for bit, when the batch is not padded.
     # Three levels, strides 8-32 (P3-P5): the largest object, 72 px at this input size,
     # needs nothing coarser.
     neck=dict(in_channels={{_base_.pvtv2_b0_stage_widths}}, out_channels=64, num_outs=3),
     bbox_head=dict(num_classes=3, in_channels=64, feat_channels=64, stacked_convs=2,
-                   norm_cfg=dict(type='GN', num_groups=16, requires_grad=True),
+                   norm_cfg=dict(type='MaskedGN', num_groups=16, requires_grad=True),
                    # Anchors for these objects (22-72 px, near-square): COCO's smallest
                    # anchor, 32 px, overlapped a 22 px object at IoU < 0.5, so small objects
                    # had one positive anchor at most; base scale 3 gives 24-38 px at

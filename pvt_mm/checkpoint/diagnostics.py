@@ -54,10 +54,10 @@ def check_model_checkpoint(path: str) -> dict:
     ckpt = read_checkpoint(path)
     state, origin = unwrap_state_dict(ckpt, source=repr(path))
     if origin != 'backbone of a full model' and state:
-        looks_like_pvt = any(k.startswith(('stages.', 'patch_embed1.', 'block1.')) for k in state)
-        what = 'PVT backbone weights' if looks_like_pvt else 'no "backbone." weights'
+        # Generic on purpose: this module knows no model, only mmengine's 'backbone.' prefix.
         raise CheckpointError(
-            f'{path!r} holds {what} ({len(state)} tensors such as {short_keys(list(state), 3)}), not '
+            f'{path!r} holds no "backbone." weights ({len(state)} tensors such as '
+            f'{short_keys(list(state), 3)}): backbone-only weights, not '
             'a whole detector/segmentor/classifier. Load backbone weights with '
             'model.backbone.init_cfg=dict(type="Pretrained", checkpoint=...) instead of '
             'load_from / --resume / a test checkpoint.')

@@ -21,6 +21,27 @@ SCORE_ATOL = 1e-4
 PIXEL_AGREEMENT = 0.9999
 
 
+def image_batch(model: nn.Module, image: Union[str, Path], shape: Tuple[int, int],
+                batch: int = 1) -> torch.Tensor:
+    """A real input to compare (or time) on: ``image`` resized to ``shape`` and put through
+    the model's own data preprocessor, ``batch`` times. Random pixels give an untrained-like
+    picture on which a trained detector finds nothing, so a comparison there compares nothing.
+
+    Raises:
+        DeployError: ``image`` is not a readable image file.
+    """
+    import mmcv
+    image_array = mmcv.imread(str(image)) if Path(image).is_file() else None
+    if image_array is None:
+        raise DeployError(f'--image {str(image)!r} is not a readable image file; give a '
+                          'JPEG / PNG the model should find something in.')
+    h, w = shape
+    pixels = torch.from_numpy(mmcv.imresize(image_array, (w, h))).permute(2, 0, 1).contiguous()
+    with torch.no_grad():
+        data = model.data_preprocessor(dict(inputs=[pixels] * batch), False)
+    return data['inputs'].float()
+
+
 def canonical_order(bboxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor):
     """One image's detections in an order that both engines agree on: best first by score
     rounded to 1e-4, ties by label, then box corner. (Scores equal to float precision -- an
@@ -151,10 +172,13 @@ def verify_onnx(graph: nn.Module, path: Union[str, Path],
                     f'{worst["label_mismatch"]}, max box diff {worst["box"]:.2g} px (tolerance '
                     f'{BOX_ATOL}), max score diff {worst["score"]:.2g} ({SCORE_ATOL})')
         else:
+            # A backbone graph with img_shapes: images that fill the batch (the plain maps).
+            extra = ((torch.tensor([list(images.shape[2:])] * batch, dtype=torch.float32), )
+                     if getattr(graph, 'with_img_shapes', False) else ())
             with torch.no_grad():
-                ref = graph(images)
+                ref = graph(images, *extra)
             ref = ref if isinstance(ref, (tuple, list)) else (ref, )
-            outs = [torch.from_numpy(o) for o in runner.run(images)]
+            outs = [torch.from_numpy(o) for o in runner.run(images, *(e.numpy() for e in extra))]
             if isinstance(graph, SegmentorGraph):
                 agree = float((ref[0].argmax(1) == outs[0].argmax(1)).float().mean())
                 ok = agree >= PIXEL_AGREEMENT

@@ -146,3 +146,55 @@ def region_adaptive_avg_pool2d(x: Tensor, cells: Tensor, size: int) -> Tensor:
     rows = _region_pooling_matrix(cells[:, 0], x.shape[-2], size, x)  # (B, size, H)
     cols = _region_pooling_matrix(cells[:, 1], x.shape[-1], size, x)  # (B, size, W)
     return rows[:, None] @ x @ cols[:, None].transpose(-1, -2)
+
+
+# --- The padded batch's input size, for the neck / head side (s27-neck) -------------------
+# The backbone reads its input's size from its own input tensor; a neck or head module sees
+# only a feature map, so the size of the padded batch it came from (hence the map's stride)
+# is carried alongside the valid sizes.
+
+_BATCH_INPUT_SIZE: contextvars.ContextVar[Optional[HW]] = contextvars.ContextVar(
+    'pvt_mm_batch_input_size', default=None)
+
+
+@contextlib.contextmanager
+def batch_input_size(hw: Optional[Sequence[int]]) -> Iterator[None]:
+    """Make ``hw`` the padded batch's ``(H, W)`` for the ``with`` block (``None``: unknown)."""
+    token = _BATCH_INPUT_SIZE.set(None if hw is None else (int(hw[0]), int(hw[1])))
+    try:
+        yield
+    finally:
+        _BATCH_INPUT_SIZE.reset(token)
+
+
+def current_batch_input_size() -> Optional[HW]:
+    """The padded batch's ``(H, W)`` set by :func:`batch_input_size`, or ``None``."""
+    return _BATCH_INPUT_SIZE.get()
+
+
+def map_stride(hw: Sequence[int], batch_hw: Sequence[int]) -> int:
+    """The stride of a feature map of size ``hw`` computed from a batch of size ``batch_hw``.
+
+    A stride-``s`` map of a padded conv network has ``ceil(H / s)`` rows and ``ceil(W / s)``
+    columns (``floor`` for an unpadded strided conv or pool, e.g. PVT v1's patch embedding
+    of a size that is no multiple of 4); the first such ``s`` (powers of two first) is
+    returned.
+
+    Raises:
+        ValueError: No integer stride gives this map size (e.g. a map resized to an arbitrary
+            size); such a module cannot be masked by stride, so leave it out of the masking.
+    """
+    big_h, big_w = int(batch_hw[0]), int(batch_hw[1])
+    h, w = int(hw[0]), int(hw[1])
+    powers = [2 ** k for k in range(13)]
+    others = [max(1, big_h // h), max(1, -(-big_h // h))] if h > 0 else []
+    for stride in powers + others:
+        if -(-big_h // stride) == h and -(-big_w // stride) == w:
+            return stride
+    for stride in powers:  # floor: only the powers of two a pyramid's strides are
+        if big_h // stride == h and big_w // stride == w:
+            return stride
+    raise ValueError(
+        f'A {h}x{w} feature map has no integer stride in a {big_h}x{big_w} batch, so its '
+        'valid region is unknown; leave the module that makes it out of the batch-invariance '
+        'masking (BatchInvariantHook(mask_modules=...)).')

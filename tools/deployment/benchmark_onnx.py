@@ -135,19 +135,17 @@ ENGINES = ('pytorch', 'onnxruntime', 'openvino')
 
 def input_batch(args, model) -> torch.Tensor:
     """The timed batch: ``--image`` resized to ``--shape`` through the config's data
-    preprocessor, ``--batch`` times, or random normal pixels (seed 0)."""
+    preprocessor (:func:`pvt_mm.deploy.verify.image_batch`), ``--batch`` times, or random
+    normal pixels (seed 0)."""
     if not args.image:
         torch.manual_seed(0)
         return torch.randn(args.batch, 3, *args.shape)
-    import mmcv
-    image = mmcv.imread(args.image)
-    if image is None:
-        sys.exit(f'error: --image {args.image!r} is not an image file')
-    h, w = args.shape
-    pixels = torch.from_numpy(mmcv.imresize(image, (w, h))).permute(2, 0, 1).contiguous()
-    with torch.no_grad():
-        data = model.data_preprocessor(dict(inputs=[pixels] * args.batch), False)
-    return data['inputs'].float()
+    from pvt_mm.deploy import DeployError
+    from pvt_mm.deploy.verify import image_batch
+    try:
+        return image_batch(model, args.image, tuple(args.shape), args.batch)
+    except DeployError as exc:
+        sys.exit(f'error: {exc}')
 
 
 def make_steps(args, model, onnx_path, engines=ENGINES) -> dict:

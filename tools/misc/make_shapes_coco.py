@@ -2,7 +2,7 @@
 """Generate the embedded detection set: synthetic images in real COCO layout.
 
     python tools/misc/make_shapes_coco.py [--out data/shapes_coco] [--train 400] [--val 64]
-        [--tune 0] [--shapes 3 6]
+        [--tune 0] [--shapes 3 6] [--mixed-sizes MIN MAX]
 
 Writes ``annotations/instances_{train,val}2017.json``, ``train2017/`` and ``val2017/``
 (and, with ``--tune N``, ``instances_tune2017.json`` and ``tune2017/``).
@@ -20,6 +20,12 @@ images, whatever the split sizes. ``--tune N`` adds a third split for choosing a
 drawn like the training images from its own stream ``[seed, 2]``: settings are compared on
 it, so that the held-out ``val`` images stay unseen until the final evaluation. An existing set is reused only if it was made with the
 same arguments (recorded in the json's ``info``); otherwise it is regenerated.
+
+``--mixed-sizes MIN MAX`` gives every image its own width and height, each drawn uniformly
+from ``MIN..MAX`` pixels (a seeded stream of its own per split), instead of 320x256: a
+mixed-size set, on which a batch of several images is padded to its largest, for checking
+that a detector gives each image the same result alone and in a batch
+(:mod:`pvt_mm.batch_invariance_check`). Without it the output is unchanged, bit for bit.
 """
 import argparse
 import json
@@ -29,6 +35,7 @@ import os.path as osp
 import shutil
 import sys
 import tempfile
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -44,6 +51,8 @@ SET_VERSION = 3  # bump when the drawing changes, so that old sets are regenerat
 # to learn from per training step (docs/get_started.md's main-job section has the runs). Circumradius
 # 18-48 px: boxes of about 30-96 px.
 MIN_SHAPES, MAX_SHAPES, RADIUS = 3, 6, (18, 48)
+# --mixed-sizes: the smallest side that holds the largest shape (diameter 96 px) with room.
+MIN_MIXED_SIDE = 128
 
 
 def existing_info(out_dir: str):
@@ -87,16 +96,30 @@ def polygon_area(points) -> float:
     return 0.5 * abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs))))
 
 
+def image_sizes(num_images: int, mixed_sizes: Optional[Sequence[int]],
+                seed: Sequence[int]) -> List[Tuple[int, int]]:
+    """``(width, height)`` of each image of a split: 320x256 each, or with ``mixed_sizes``
+    ``(MIN, MAX)`` each side drawn uniformly from ``MIN..MAX`` by the random stream ``seed``
+    (a stream of its own, so the drawing stream is the same as without it)."""
+    if mixed_sizes is None:
+        return [(WIDTH, HEIGHT)] * num_images
+    rng = np.random.default_rng(list(seed))
+    sides = rng.integers(mixed_sizes[0], mixed_sizes[1] + 1, size=(num_images, 2))
+    return [(int(w), int(h)) for w, h in sides]
+
+
 def make_split(out_dir: str, split: str, num_images: int, rng, categories, first_ann_id: int,
-               info: dict, shapes: tuple = (MIN_SHAPES, MAX_SHAPES)):
+               info: dict, shapes: tuple = (MIN_SHAPES, MAX_SHAPES),
+               sizes: Optional[Sequence[Tuple[int, int]]] = None):
     name_to_id = {c['name']: c['id'] for c in categories}
     img_dir = osp.join(out_dir, f'{split}2017')
     os.makedirs(img_dir)
     images, annotations, ann_id = [], [], first_ann_id
-    for index in range(num_images):
+    sizes = sizes if sizes is not None else [(WIDTH, HEIGHT)] * num_images
+    for index, (width, height) in zip(range(num_images), sizes):
         image_id = index + 1
         base = rng.uniform(40, 200, size=3)
-        pixels = base + rng.normal(0, 18, size=(HEIGHT, WIDTH, 3))
+        pixels = base + rng.normal(0, 18, size=(height, width, 3))
         img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
         draw = ImageDraw.Draw(img)
         placed = []
@@ -105,7 +128,7 @@ def make_split(out_dir: str, split: str, num_images: int, rng, categories, first
             # merged into one blob whose outline matched neither class.
             for _attempt in range(20):
                 r = rng.uniform(*RADIUS)
-                cx, cy = rng.uniform(r, WIDTH - r), rng.uniform(r, HEIGHT - r)
+                cx, cy = rng.uniform(r, width - r), rng.uniform(r, height - r)
                 if all(math.hypot(cx - px, cy - py) > r + pr + 2 for px, py, pr in placed):
                     break
             else:
@@ -117,7 +140,7 @@ def make_split(out_dir: str, split: str, num_images: int, rng, categories, first
             draw.polygon(polygon, fill=color)
             xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
             x0, y0 = max(min(xs), 0), max(min(ys), 0)
-            x1, y1 = min(max(xs), WIDTH), min(max(ys), HEIGHT)
+            x1, y1 = min(max(xs), width), min(max(ys), height)
             annotations.append(dict(
                 id=ann_id, image_id=image_id, category_id=name_to_id[SHAPE_CATEGORY[kind]],
                 bbox=[round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
@@ -126,7 +149,7 @@ def make_split(out_dir: str, split: str, num_images: int, rng, categories, first
             ann_id += 1
         file_name = f'{image_id:012d}.jpg'
         img.save(osp.join(img_dir, file_name), quality=95)
-        images.append(dict(id=image_id, file_name=file_name, width=WIDTH, height=HEIGHT))
+        images.append(dict(id=image_id, file_name=file_name, width=width, height=height))
     with open(osp.join(out_dir, 'annotations', f'instances_{split}2017.json'), 'w') as f:
         json.dump(dict(info=info, images=images, annotations=annotations,
                        categories=categories), f)
@@ -145,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--shapes', type=int, nargs=2, default=(MIN_SHAPES, MAX_SHAPES),
                         metavar=('MIN', 'MAX'), help='shapes per image (fewer if they do not fit)')
+    parser.add_argument('--mixed-sizes', type=int, nargs=2, default=None, metavar=('MIN', 'MAX'),
+                        help='give each image its own width and height, drawn from MIN..MAX '
+                        f'pixels (MIN >= {MIN_MIXED_SIDE}); default: every image {WIDTH}x{HEIGHT}')
     parser.add_argument('--force', action='store_true', help='regenerate even if it exists')
     return parser
 
@@ -158,9 +184,15 @@ def main() -> int:
         parser.error(f'--tune {args.tune}: must be 0 (no tuning split) or more')
     if not 1 <= args.shapes[0] <= args.shapes[1]:
         parser.error(f'--shapes {args.shapes[0]} {args.shapes[1]}: need 1 <= MIN <= MAX')
+    mixed = args.mixed_sizes
+    if mixed is not None and not MIN_MIXED_SIDE <= mixed[0] <= mixed[1]:
+        parser.error(f'--mixed-sizes {mixed[0]} {mixed[1]}: need {MIN_MIXED_SIDE} <= MIN <= MAX '
+                     f'(a side under {MIN_MIXED_SIDE} px cannot hold the largest shape)')
     info = dict(description='pvt_mm shapes set', version=SET_VERSION, seed=args.seed,
                 train=args.train, val=args.val, tune=args.tune, shapes=list(args.shapes),
                 display_names={v: k for k, v in SHAPE_CATEGORY.items()})
+    if mixed is not None:  # only then: a default set's info (and json) stays as it was
+        info['mixed_sizes'] = list(mixed)
     if existing_info(args.out) == info and not args.force:
         print(f'{args.out} already exists (same arguments); use --force to regenerate')
         return 0
@@ -170,13 +202,17 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix='.shapes_coco_', dir=parent)
     try:
         os.makedirs(osp.join(tmp, 'annotations'))
+        # Sizes come from streams [seed, split, 1], apart from the drawing streams [seed, split].
         next_id = make_split(tmp, 'train', args.train, np.random.default_rng([args.seed, 0]),
-                             categories, 1, info, args.shapes)
+                             categories, 1, info, args.shapes,
+                             image_sizes(args.train, mixed, (args.seed, 0, 1)))
         next_id = make_split(tmp, 'val', args.val, np.random.default_rng([args.seed, 1]),
-                             categories, next_id, info, args.shapes)
+                             categories, next_id, info, args.shapes,
+                             image_sizes(args.val, mixed, (args.seed, 1, 1)))
         if args.tune:
             make_split(tmp, 'tune', args.tune, np.random.default_rng([args.seed, 2]),
-                       categories, next_id, info, args.shapes)
+                       categories, next_id, info, args.shapes,
+                       image_sizes(args.tune, mixed, (args.seed, 2, 1)))
         if osp.exists(args.out):
             shutil.rmtree(args.out)
         os.replace(tmp, args.out)
@@ -184,8 +220,9 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     tune = f', {args.tune} tuning' if args.tune else ''
-    print(f'wrote {args.train} training{tune} and {args.val} held-out validation images to '
-          f'{args.out}')
+    sizes = f' ({mixed[0]}-{mixed[1]} px per side)' if mixed else ''
+    print(f'wrote {args.train} training{tune} and {args.val} held-out validation images{sizes} '
+          f'to {args.out}')
     return 0
 
 

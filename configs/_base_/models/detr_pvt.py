@@ -50,3 +50,8 @@ model = dict(
                 dict(type='IoUCost', iou_mode='giou', weight=2.0)
             ])),
     test_cfg=dict(max_per_img=100))
+
+# Batch invariance (docs/batch_invariance.md): each image's valid size reaches the backbone, and
+# the neck and heads are masked to it, so an image's result does not depend on its batch.
+# `custom_hooks = []` turns it off (a config setting its own custom_hooks must list it too).
+custom_hooks = [dict(type='BatchInvariantHook')]

@@ -14,3 +14,8 @@ model = dict(
         num_classes=150,
         dropout_ratio=0.1,
         align_corners=False))
+
+# Batch invariance (docs/batch_invariance.md): each image's valid size reaches the backbone, and
+# the neck and heads are masked to it, so an image's result does not depend on its batch.
+# `custom_hooks = []` turns it off (a config setting its own custom_hooks must list it too).
+custom_hooks = [dict(type='BatchInvariantHook')]

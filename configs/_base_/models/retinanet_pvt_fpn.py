@@ -6,3 +6,8 @@ model = dict(
     # The same focal loss, computed in fp32: mmcv's fp16 kernel returns NaN once a logit
     # passes about -17 (and has no bf16 kernel), which broke `--amp` training.
     bbox_head=dict(loss_cls=dict(type='FocalLossFP32')))
+
+# Batch invariance (docs/batch_invariance.md): each image's valid size reaches the backbone, and
+# the neck and heads are masked to it, so an image's result does not depend on its batch.
+# `custom_hooks = []` turns it off (a config setting its own custom_hooks must list it too).
+custom_hooks = [dict(type='BatchInvariantHook')]

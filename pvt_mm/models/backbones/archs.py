@@ -5,7 +5,7 @@ official ``pvt_v2.py``), its official ImageNet-1k weights, its published paramet
 its training-recipe class and the config families it has configs in. Everything else that
 depends on the set of archs reads this table: the backbone classes' presets, the
 "use type=PVTv2" hint, the missing-weights hint, the config file names the suite expects,
-the tools' choices and the generated docs tables (:mod:`pvt_mm.models.backbones.arch_docs`).
+the tools' choices and the generated docs tables (:mod:`pvt_mm.doc_blocks`).
 
 Adding a variant is one :class:`ArchRow` in :data:`ARCH_TABLE` plus its config files and
 metafile entries; the suite (``tests/test_arch_table.py``) names any of those missing.

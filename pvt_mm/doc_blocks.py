@@ -1,17 +1,19 @@
-"""Writes the arch table's markdown tables into the README and docs pages, and checks them.
+"""The generated blocks of the README and docs pages: written from the code, and checked.
 
-Only data from :data:`pvt_mm.models.backbones.archs.ARCH_TABLE` is generated (fields,
-published counts, official weights); measured figures stay hand-written. A page opts in
-with a pair of markers around a block, e.g.::
+Two sources, each fact kept in one place: the arch table
+(:data:`pvt_mm.models.backbones.archs.ARCH_TABLE`: fields, published counts, official weights)
+and each module's opening docstring (the package layout). Measured figures stay
+hand-written. A page opts in with a pair of markers around a block, e.g.::
 
-    <!-- arch-table:presets:begin -->
+    <!-- generated:presets:begin -->
     (generated: do not edit)
-    <!-- arch-table:presets:end -->
+    <!-- generated:presets:end -->
 
-``python tools/misc/gen_arch_tables.py`` rewrites every block; ``--check`` rewrites nothing
+``python tools/misc/gen_docs.py`` rewrites every block; ``--check`` rewrites nothing
 and exits 1 naming each page whose blocks differ from the table (the suite runs it).
 """
 import argparse
+import ast
 import re
 import sys
 from pathlib import Path
@@ -19,8 +21,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from .models.backbones import archs
 
-MARKER = re.compile(r'(<!-- arch-table:(?P<name>[\w-]+):begin -->\n)(?P<body>.*?)'
-                    r'(<!-- arch-table:(?P=name):end -->)', re.S)
+MARKER = re.compile(r'(<!-- generated:(?P<name>[\w-]+):begin -->\n)(?P<body>.*?)'
+                    r'(<!-- generated:(?P=name):end -->)', re.S)
 
 
 def _nums(values: Sequence) -> str:
@@ -80,12 +82,40 @@ def configs_table() -> str:
     return '\n'.join(lines) + '\n'
 
 
+PACKAGE = Path(__file__).resolve().parent
+
+_ROLE = re.compile(r':(?:mod|func|class|data|meth|attr):`~?\.?([^`]+)`')
+
+
+def _job(path: Path) -> str:
+    """The first sentence of a module's opening docstring: the one job it states."""
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ''
+    text = ' '.join(doc.split('\n\n')[0].split())
+    text = _ROLE.sub(r'`\1`', text).replace('``', '`')
+    match = re.match(r'(.+?\.)(\s|$)', text)
+    return (match.group(1) if match else text).rstrip('.')
+
+
+def layout_table() -> str:
+    """Every module of the package and its one job, from its opening docstring."""
+    lines = ['| module | its job (from its docstring) |', '|---|---|']
+    for path in sorted(PACKAGE.rglob('*.py'), key=lambda p: (p.parent != PACKAGE, str(p))):
+        if path.name == 'version.py':
+            continue
+        rel = path.relative_to(PACKAGE.parent).as_posix()
+        if path.name == '__init__.py':
+            rel = rel[:-len('__init__.py')]
+        lines.append(f'| `{rel}` | {_job(path)} |')
+    return '\n'.join(lines) + '\n'
+
+
 #: The blocks a page may hold, by marker name.
 BLOCKS: Dict[str, Callable[[], str]] = {
     'presets': presets_table,
     'readme-presets': readme_presets_table,
     'v2-archs': v2_archs_table,
     'configs': configs_table,
+    'layout': layout_table,
 }
 
 
@@ -98,7 +128,7 @@ def render_page(text: str) -> str:
     def fill(match: 're.Match') -> str:
         name = match.group('name')
         if name not in BLOCKS:
-            raise KeyError(f'unknown arch-table block {name!r}; known: {sorted(BLOCKS)}')
+            raise KeyError(f'unknown generated block {name!r}; known: {sorted(BLOCKS)}')
         return match.group(1) + BLOCKS[name]() + match.group(4)
     return MARKER.sub(fill, text)
 
@@ -132,9 +162,9 @@ def sync(root: Path, check: bool = False) -> List[Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``tools/misc/gen_arch_tables.py``."""
-    parser = argparse.ArgumentParser(description='Write (or --check) the arch-table blocks of '
-                                     'the README and docs pages.')
+    """The command line of ``tools/misc/gen_docs.py``."""
+    parser = argparse.ArgumentParser(description='Write (or --check) the generated blocks of '
+                                     'the README and docs pages (arch tables, package layout).')
     parser.add_argument('--check', action='store_true',
                         help='write nothing; exit 1 naming each page that differs')
     parser.add_argument('--root', type=Path, default=Path('.'), help='repository root')
@@ -142,14 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run ``tools/misc/gen_arch_tables.py``'s command line; returns the exit status."""
+    """Run ``tools/misc/gen_docs.py``'s command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     drifted = sync(args.root, check=args.check)
     for page in drifted:
-        verb = 'differs from the arch table' if args.check else 'rewritten'
+        verb = 'differs from the code (arch table / module docstrings)' if args.check else 'rewritten'
         print(f'{page}: {verb}', file=sys.stderr if args.check else sys.stdout)
     if args.check and drifted:
-        print('run: python tools/misc/gen_arch_tables.py', file=sys.stderr)
+        print('run: python tools/misc/gen_docs.py', file=sys.stderr)
         return 1
     return 0
 

@@ -1,0 +1,354 @@
+"""Batch invariance outside the backbone: how the valid sizes reach a forward, and the neck
+and head made padding-aware (issue 27).
+
+mmdet / mmseg pad a batch to its largest image, and an FPN or a dense head reads that padding
+at each image's edge (3x3 convs), and GroupNorm takes its statistics over the whole padded map.
+This module makes them compute, inside each image's valid region (:mod:`.padding`), what a
+batch of that image alone computes:
+
+* :class:`BatchInvariance` puts PyTorch forward hooks (the public hook API; no mmdet / mmseg
+  class is edited or patched) on a detector / segmentor:
+
+  - on the model itself: a pre-hook reads each data sample's ``img_shape`` and the batch
+    tensor's size and enters :func:`padded_batch` for the forward; a forward hook registered
+    with ``always_call=True`` leaves it, also when the forward raises;
+  - on the neck and the dense / decode heads: their input maps and the output of every leaf
+    module that returns a map are zeroed outside each image's region at that map's stride,
+    which is what a conv's zero padding reads in a batch of one; bilinear upsampling
+    modules read an edge-replicated map instead (what a batch of one's border clamping
+    reads); a sigmoid dense head's class logits outside the regions are set to
+    :data:`OUTSIDE_LOGIT` (score 0: no detection comes from the padding, as none exists
+    alone); a segmentation head's logits are edge-replicated before mmseg resizes them.
+
+* :class:`MaskedGN` is ``nn.GroupNorm`` with statistics over each image's valid region
+  (``norm_cfg=dict(type='MaskedGN', num_groups=...)``); ``nn.GroupNorm`` itself when nothing
+  is padded, so batch 1 is unchanged bit for bit and the checkpoints are the same.
+
+:class:`pvt_mm.hooks.BatchInvariantHook` installs :class:`BatchInvariance` on the runner's
+model (``custom_hooks=[dict(type='BatchInvariantHook')]``, set by pvt_mm's detection and
+segmentation configs); without a runner, call :func:`enable_batch_invariance`.
+"""
+import contextlib
+import math
+import warnings
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .padding import (HW, SIZE_DIVISOR, batch_input_size, batch_valid_sizes,
+                      current_batch_input_size, current_valid_sizes, is_padded, map_stride,
+                      region_mask, valid_sizes)
+
+#: The class logit a sigmoid dense head gets outside every image's region: sigmoid gives
+#: exactly 0 in fp32 and fp16 stays finite, so those anchors never pass a score threshold.
+OUTSIDE_LOGIT = -1e4
+#: The model attributes masked by default: mmdet's neck and dense heads, mmseg's heads (a
+#: head only when it works on maps, see :func:`_works_on_maps`). Mask R-CNN's ``roi_head``
+#: works on RoIs, not on maps at a stride: it is not masked.
+DEFAULT_MASK_MODULES = ('neck', 'bbox_head', 'rpn_head', 'decode_head', 'auxiliary_head')
+_BILINEAR_MODES = ('bilinear', 'bicubic')
+
+
+@contextlib.contextmanager
+def padded_batch(sizes: Optional[Sequence[HW]], batch_hw: Optional[Sequence[int]]
+                 ) -> Iterator[None]:
+    """Make ``sizes`` (per image) and ``batch_hw`` (the padded batch) current for a forward."""
+    with batch_valid_sizes(sizes), batch_input_size(batch_hw):
+        yield
+
+
+def preprocessor_divisor(model: nn.Module) -> Optional[int]:
+    """What the model's data preprocessor pads a batch of one to a multiple of, now.
+
+    mmdet's ``pad_size_divisor``. mmseg's ``size_divisor``, or in eval mode its
+    ``test_cfg``'s; ``None`` when it pads to a fixed ``size`` instead (mmseg's training
+    crop): a batch of one is then padded to the batch's size, so no image has a smaller
+    valid region. :data:`SIZE_DIVISOR` when the model has no such preprocessor.
+    """
+    preprocessor = getattr(model, 'data_preprocessor', None)
+    if preprocessor is None:
+        return SIZE_DIVISOR
+    if hasattr(preprocessor, 'pad_size_divisor'):  # mmdet
+        return max(1, int(preprocessor.pad_size_divisor))
+    settings = dict(size=getattr(preprocessor, 'size', None),
+                    size_divisor=getattr(preprocessor, 'size_divisor', None))
+    if not model.training:  # mmseg pads in eval mode only as its test_cfg says
+        settings = dict(getattr(preprocessor, 'test_cfg', None) or {})
+    if settings.get('size') is not None:
+        return None
+    return max(1, int(settings.get('size_divisor') or 1))
+
+
+def sizes_from_data_samples(data_samples: Any, batch_hw: Sequence[int],
+                            divisor: Optional[int] = SIZE_DIVISOR) -> Optional[Tuple[HW, ...]]:
+    """Each image's valid size from mmdet / mmseg data samples' ``img_shape`` metainfo.
+
+    ``img_shape`` is the image's size before the data preprocessor padded it (both libraries
+    set it; mmseg's preprocessor rewrites it as a ``torch.Size``). ``None`` (no masking) when
+    there are no data samples or one lacks ``img_shape``, or ``divisor`` is ``None`` (see
+    :func:`preprocessor_divisor`).
+    """
+    if divisor is None:
+        return None
+    if not isinstance(data_samples, (list, tuple)) or not data_samples:
+        return None
+    shapes = []
+    for sample in data_samples:
+        metainfo = getattr(sample, 'metainfo', sample if isinstance(sample, dict) else {})
+        shape = metainfo.get('img_shape')
+        if shape is None:
+            return None
+        shapes.append(tuple(int(s) for s in tuple(shape)[:2]))
+    return valid_sizes(shapes, batch_hw, divisor)
+
+
+def _padding_now(x: Tensor) -> Optional[Tuple[Tuple[HW, ...], HW]]:
+    """``(sizes, batch_hw)`` when ``x`` is a batch map and the batch in flight is padded."""
+    sizes, batch_hw = current_valid_sizes(), current_batch_input_size()
+    if x.dim() != 4 or batch_hw is None or not is_padded(sizes, batch_hw):
+        return None
+    if len(sizes) != x.shape[0]:
+        raise ValueError(
+            f'{len(sizes)} valid sizes are set for a batch of {x.shape[0]} maps; set one '
+            '(h, w) per image (pvt_mm.models.batch_invariance.padded_batch).')
+    return sizes, batch_hw
+
+
+def zero_outside(x: Tensor) -> Tensor:
+    """``x`` with every cell outside its image's valid region set to 0 (``x`` itself when
+    nothing is padded)."""
+    padding = _padding_now(x)
+    if padding is None:
+        return x
+    sizes, batch_hw = padding
+    stride = map_stride(x.shape[-2:], batch_hw)
+    mask = region_mask(sizes, x.shape[-2:], stride, device=x.device)
+    # masked_fill, not a product: whatever the padding holds (inf / NaN included) becomes 0.
+    return x.masked_fill(~mask, 0)
+
+
+def fill_outside(x: Tensor, value: float) -> Tensor:
+    """``x`` with every cell outside its image's valid region set to ``value``."""
+    padding = _padding_now(x)
+    if padding is None:
+        return x
+    sizes, batch_hw = padding
+    mask = region_mask(sizes, x.shape[-2:], map_stride(x.shape[-2:], batch_hw), device=x.device)
+    return x.masked_fill(~mask, value)
+
+
+def replicate_outside(x: Tensor) -> Tensor:
+    """``x`` with each image's last valid row / column repeated over its padding.
+
+    Bilinear resizing reads one cell past the region at its edge; alone, the image's map ends
+    there and the resize clamps to the last cell, which is what the replicated map holds.
+    """
+    padding = _padding_now(x)
+    if padding is None:
+        return x
+    sizes, batch_hw = padding
+    h, w = x.shape[-2:]
+    stride = map_stride((h, w), batch_hw)
+    out = []
+    for i, (vh, vw) in enumerate(sizes):
+        rows = torch.arange(h, device=x.device).clamp(max=math.ceil(vh / stride) - 1)
+        cols = torch.arange(w, device=x.device).clamp(max=math.ceil(vw / stride) - 1)
+        out.append(x[i:i + 1].index_select(2, rows).index_select(3, cols))
+    return torch.cat(out)
+
+
+class MaskedGN(nn.GroupNorm):
+    """``nn.GroupNorm`` whose statistics cover each image's valid region only.
+
+    In a padded batch (:func:`padded_batch` set, some image smaller than the batch) each image's
+    region is normalised on its own, exactly as ``F.group_norm`` normalises that image's map in
+    a batch of one, and the padding is set to 0; otherwise this is ``nn.GroupNorm``, bit for
+    bit. The parameters are ``nn.GroupNorm``'s (``weight``, ``bias``), so checkpoints load
+    either way.
+
+    The arguments are in mmcv's ``build_norm_layer`` order (``num_channels`` first), so
+    ``norm_cfg=dict(type='MaskedGN', num_groups=32)`` works where ``type='GN'`` does.
+
+    Cost: one ``group_norm`` call per image instead of one per batch, only while padded.
+    """
+
+    def __init__(self, num_channels: int, num_groups: int, eps: float = 1e-5,
+                 affine: bool = True, device=None, dtype=None) -> None:
+        super().__init__(num_groups=num_groups, num_channels=num_channels, eps=eps,
+                         affine=affine, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        padding = _padding_now(x)
+        if padding is None:
+            return super().forward(x)
+        sizes, batch_hw = padding
+        h, w = x.shape[-2:]
+        stride = map_stride((h, w), batch_hw)
+        out = []
+        for i, (vh, vw) in enumerate(sizes):
+            ch, cw = math.ceil(vh / stride), math.ceil(vw / stride)
+            # The crop made contiguous is the map a batch of one has: same kernel, same result.
+            y = F.group_norm(x[i:i + 1, :, :ch, :cw].contiguous(), self.num_groups,
+                             self.weight, self.bias, self.eps)
+            out.append(F.pad(y, (0, w - cw, 0, h - ch)))
+        return torch.cat(out)
+
+
+def _zero_inputs_hook(module: nn.Module, args: tuple) -> Optional[tuple]:
+    """Forward pre-hook: zero the padding of a module's input map(s) (a tensor, or a
+    tuple / list of them, as a neck or head takes the previous stage's levels)."""
+    if not args:
+        return None
+    first = args[0]
+    if isinstance(first, Tensor):
+        return (zero_outside(first), *args[1:])
+    if isinstance(first, (list, tuple)) and all(isinstance(t, Tensor) for t in first):
+        return (type(first)(zero_outside(t) for t in first), *args[1:])
+    return None
+
+
+def _zero_output_hook(module: nn.Module, args: tuple, output: Any) -> Any:
+    """Forward hook: zero the padding of a leaf module's output map."""
+    if isinstance(output, Tensor):
+        return zero_outside(output)
+    return None
+
+
+def _replicate_input_hook(module: nn.Module, args: tuple) -> Optional[tuple]:
+    """Forward pre-hook for bilinear upsampling: edge-replicate the input map."""
+    if args and isinstance(args[0], Tensor):
+        return (replicate_outside(args[0]), *args[1:])
+    return None
+
+
+def _dense_head_output_hook(module: nn.Module, args: tuple, output: Any) -> Any:
+    """Forward hook on a sigmoid dense head: no score from the padding (see OUTSIDE_LOGIT)."""
+    if (isinstance(output, tuple) and output and isinstance(output[0], (list, tuple))
+            and all(isinstance(t, Tensor) for t in output[0])):
+        scores = [fill_outside(t, OUTSIDE_LOGIT) for t in output[0]]
+        return (scores, *output[1:])
+    return None
+
+
+def _decode_head_output_hook(module: nn.Module, args: tuple, output: Any) -> Any:
+    """Forward hook on a segmentation head: edge-replicate its logits, which mmseg resizes
+    bilinearly to the input size."""
+    if isinstance(output, Tensor):
+        return replicate_outside(output)
+    return None
+
+
+def _works_on_maps(head: nn.Module) -> bool:
+    """Whether a head takes and makes maps at strides: mmdet's dense heads and mmseg's decode
+    heads (by base class name, so that neither library is imported); not e.g. DETR's head,
+    which works on queries."""
+    return any(c.__name__ in ('BaseDenseHead', 'BaseDecodeHead') for c in type(head).__mro__)
+
+
+def _is_bilinear_upsample(module: nn.Module) -> bool:
+    """nn.Upsample or mmseg's Upsample (both keep ``mode``), resizing bilinearly."""
+    return type(module).__name__ == 'Upsample' and getattr(module, 'mode', None) in _BILINEAR_MODES
+
+
+class BatchInvariance:
+    """The hooks that carry the valid sizes into a model's forward and mask its neck and
+    heads; :meth:`remove` takes them all off.
+
+    Args:
+        model: The detector / segmentor (unwrapped: not its DDP wrapper). Its ``forward``
+            takes ``inputs`` (the padded batch) and ``data_samples``, as mmengine's
+            ``BaseModel`` does.
+        mask_modules: The attributes of ``model`` whose maps are masked; missing ones are
+            skipped. ``()`` carries the valid sizes to the backbone only.
+        divisor: What a batch of one is padded to a multiple of (default: read from the
+            model's data preprocessor at each forward, :func:`preprocessor_divisor`).
+    """
+
+    def __init__(self, model: nn.Module,
+                 mask_modules: Sequence[str] = DEFAULT_MASK_MODULES,
+                 divisor: Optional[int] = -1) -> None:
+        self.model = model
+        self.divisor = divisor
+        self._handles: List[Any] = []
+        self._contexts: List[contextlib.ExitStack] = []
+        self._handles.append(model.register_forward_pre_hook(self._enter, with_kwargs=True))
+        # always_call: the context is left even when the forward raises (torch >= 2.0).
+        self._handles.append(model.register_forward_hook(self._leave, always_call=True))
+        plain_gn = []
+        for attr in mask_modules:
+            sub = getattr(model, attr, None)
+            for part in (sub if isinstance(sub, nn.ModuleList) else [sub]):
+                if isinstance(part, nn.Module) and (attr == 'neck' or _works_on_maps(part)):
+                    plain_gn += self._mask(part, attr)
+        if plain_gn:
+            warnings.warn(
+                f'{", ".join(plain_gn)}: nn.GroupNorm takes statistics over the padding too, so '
+                "those results still depend on the batch; use norm_cfg=dict(type='MaskedGN', "
+                'num_groups=...) (the same parameters, so checkpoints load).', stacklevel=2)
+
+    def _mask(self, part: nn.Module, attr: str) -> List[str]:
+        self._handles.append(part.register_forward_pre_hook(_zero_inputs_hook))
+        plain_gn = []
+        for name, leaf in part.named_modules():
+            if next(leaf.children(), None) is not None:
+                continue
+            if isinstance(leaf, MaskedGN):
+                continue  # zeroes its own padding
+            if isinstance(leaf, nn.GroupNorm):
+                plain_gn.append(f'{attr}.{name}')
+            if _is_bilinear_upsample(leaf):
+                self._handles.append(leaf.register_forward_pre_hook(_replicate_input_hook))
+            self._handles.append(leaf.register_forward_hook(_zero_output_hook))
+        if getattr(part, 'use_sigmoid_cls', False):
+            self._handles.append(part.register_forward_hook(_dense_head_output_hook))
+        elif hasattr(part, 'conv_seg'):  # mmseg's BaseDecodeHead
+            self._handles.append(part.register_forward_hook(_decode_head_output_hook))
+        return plain_gn
+
+    def _enter(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        inputs = kwargs.get('inputs', args[0] if args else None)
+        samples = kwargs.get('data_samples', args[1] if len(args) > 1 else None)
+        stack = contextlib.ExitStack()
+        # Pushed first: the always-called forward hook pops one entry even when this raises.
+        self._contexts.append(stack)
+        if isinstance(inputs, Tensor) and inputs.dim() == 4:
+            batch_hw = tuple(inputs.shape[-2:])
+            divisor = preprocessor_divisor(module) if self.divisor == -1 else self.divisor
+            sizes = sizes_from_data_samples(samples, batch_hw, divisor)
+            # No img_shape (e.g. mode='tensor' without data samples): leave whatever the
+            # caller set around this call (padded_batch) as it is.
+            if sizes is not None or divisor is None:
+                stack.enter_context(padded_batch(sizes, batch_hw))
+
+    def _leave(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if self._contexts:
+            self._contexts.pop().close()
+
+    def remove(self) -> None:
+        """Take every hook off (the model behaves as without batch invariance)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        while self._contexts:
+            self._contexts.pop().close()
+
+
+def enable_batch_invariance(model: nn.Module,
+                            mask_modules: Sequence[str] = DEFAULT_MASK_MODULES
+                            ) -> BatchInvariance:
+    """Install :class:`BatchInvariance` on ``model`` (unwrapped from DDP if wrapped).
+
+    For use without a runner (e.g. after mmdet's ``init_detector``); with one, the config's
+    ``custom_hooks=[dict(type='BatchInvariantHook')]`` does it.
+    """
+    from mmengine.model import is_model_wrapper
+    if is_model_wrapper(model):
+        model = model.module
+    return BatchInvariance(model, mask_modules)
+
+
+__all__ = ['MaskedGN', 'BatchInvariance', 'enable_batch_invariance', 'padded_batch',
+           'sizes_from_data_samples', 'preprocessor_divisor', 'zero_outside', 'fill_outside',
+           'replicate_outside', 'OUTSIDE_LOGIT', 'DEFAULT_MASK_MODULES']
