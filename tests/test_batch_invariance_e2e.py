@@ -53,7 +53,6 @@ def test_tool_prints_the_table(tmp_path):
     assert bad.returncode == 2 and 'error: batch size 32x32 is smaller' in bad.stderr
 
 
-@NOT_MERGED
 @pytest.mark.parametrize('arch', [row.name for row in rows() if not row.heavy])
 def test_every_preset_gives_each_image_its_own_stage_maps(arch):
     """Issue 27's first proof, through the measuring tool's code: told the valid sizes,
