@@ -4,11 +4,9 @@ The measurements (:mod:`pvt_mm.batch_invariance_check`, ``tools/analysis/batch_i
 are tested for what they can tell: a padded batch whose backbone is not told the valid
 sizes differs, a batch that pads nothing agrees, and a comparison of nothing fails.
 
-The proof itself -- every preset's stage maps, and ``tools/test.py``'s detections and COCO AP
-at ``test_dataloader.batch_size=1`` against ``=4`` on a mixed-size set -- is written as the
-target and marked ``xfail(strict=True)``: today's backbone ignores the padding, so each
-fails with :class:`BatchInvarianceError`; once the padding-aware backbone and neck / head
-land, each passes, strict xfail turns that into a failure, and the merge must remove the mark.
+The proof itself: every preset's stage maps, and ``tools/test.py``'s detections and COCO AP
+at ``test_dataloader.batch_size=1`` against ``=4`` on a mixed-size set, with the old
+behaviour (``batch_invariant=False``, no hook) shown to fail the same check.
 """
 import copy
 import json
@@ -25,8 +23,6 @@ from .conftest import (SEG_TINY_CONFIG, ade_options, cpu_only, no_worker_options
                        shapes_options)
 
 MAIN_JOB_CONFIG = 'configs/retinanet/pvtv2_b0_fpn_shapes.py'
-NOT_MERGED = pytest.mark.xfail(strict=True, raises=BatchInvarianceError,
-                               reason='batch invariance (issue 27) not merged yet')
 # Small sizes: a 64x96 image, in a batch of its own padded size and in a larger one.
 IMAGE, OWN, LARGER = (64, 96), (64, 96), (96, 128)
 
@@ -129,7 +125,6 @@ def test_mixed_size_set_has_images_of_many_sizes(mixed_shapes_root):
         assert 0 <= x and 0 <= y and x + w <= width + 0.01 and y + h <= height + 0.01
 
 
-@NOT_MERGED
 def test_main_job_detections_same_at_batch_1_and_4(main_job, mixed_shapes_root, tmp_path):
     """Issue 27's second proof, through the user's path: tools/test.py with the main job's
     RetinaNet on a mixed-size set gives the same detections (count, labels, boxes within
@@ -143,6 +138,22 @@ def test_main_job_detections_same_at_batch_1_and_4(main_job, mixed_shapes_root, 
     assert comparison.images == 12 and min(comparison.detections) > 0, comparison.summary()
     comparison.check()
 
+
+
+def test_main_job_detections_differ_without_batch_invariance(main_job, mixed_shapes_root,
+                                                             tmp_path):
+    """The same check on the old behaviour (the backbone option off, no hook): the batch of 4
+    changes the detections, so the check above can fail and the fix is what makes it pass."""
+    work, result = main_job
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    ckpt = sorted(work.glob('epoch_*.pth'))[-1]
+    old = ['custom_hooks=[]', 'model.backbone.batch_invariant=False']
+    comparison = compare_test_runs(MAIN_JOB_CONFIG, str(ckpt), tmp_path, (1, 4),
+                                   shapes_options(mixed_shapes_root) + no_worker_options() + old,
+                                   env=cpu_only(dict(OMP_NUM_THREADS='1')), timeout=600)
+    assert comparison.images == 12 and min(comparison.detections) > 0, comparison.summary()
+    with pytest.raises(BatchInvarianceError):
+        comparison.check()
 
 def test_semantic_fpn_same_label_maps_at_batch_1_and_2(trained_segmentor, ade_root, tmp_path):
     """tools/test.py with the trained Semantic FPN at test_dataloader.batch_size=1 and =2:
