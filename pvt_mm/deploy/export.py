@@ -47,14 +47,20 @@ def model_family(model: nn.Module) -> str:
                       'Supported: ' + '; '.join(SUPPORTED) + '.')
 
 
-def build_graph(model: nn.Module, part: str = 'model') -> nn.Module:
+def build_graph(model: nn.Module, part: str = 'model', img_shapes: bool = False) -> nn.Module:
     """The exportable module for ``part`` of a copy of a built model (in eval mode, each
     token-wise FFN cut into a fixed number of pieces per stage).
 
     Args:
         model: A model built from a config (weights loaded).
         part: ``'model'`` (end to end) or ``'backbone'`` (the four stage maps).
+        img_shapes: ``part='backbone'`` only: the graph also takes each image's size
+            (:class:`.graphs.BackboneGraph`'s ``with_img_shapes``; the end-to-end detector
+            always does).
     """
+    if img_shapes and part != 'backbone':
+        raise DeployError("img_shapes is an option of part='backbone' (the end-to-end "
+                          'RetinaNet graph always takes img_shapes).')
     if part not in PARTS:
         raise DeployError(f'Unknown part {part!r}; choose one of {PARTS}.')
     model = copy.deepcopy(model)  # the caller's model keeps its own settings
@@ -71,7 +77,7 @@ def build_graph(model: nn.Module, part: str = 'model') -> nn.Module:
                 module.export_chunks = ops.export_ffn_chunks(index)
     if part == 'backbone':
         backbone = getattr(model, 'backbone', model)
-        return BackboneGraph(backbone).eval()
+        return BackboneGraph(backbone, with_img_shapes=img_shapes).eval()
     family = model_family(model)
     if family == 'detector':
         return RetinaNetGraph(model).eval()
@@ -111,6 +117,8 @@ def example_inputs(graph: nn.Module, shape: Tuple[int, int], batch: int = 2) -> 
         # Distinct scale factors per image, so that none is specialised to a constant.
         return (images, torch.tensor([list(shape)] * batch, dtype=torch.float32),
                 torch.linspace(0.5, 2.0, 2 * batch).reshape(batch, 2))
+    if getattr(graph, 'with_img_shapes', False):  # float32, as the RetinaNet graph's
+        return (images, torch.tensor([list(shape)] * batch, dtype=torch.float32))
     return (images, )
 
 
@@ -118,6 +126,8 @@ def _dynamic_shapes(graph: nn.Module) -> tuple:
     images = {0: 'batch', 2: 'height', 3: 'width'}
     if isinstance(graph, RetinaNetGraph):
         return (images, {0: 'batch'}, {0: 'batch'})
+    if getattr(graph, 'with_img_shapes', False):
+        return (images, {0: 'batch'})
     return (images, )
 
 
@@ -221,7 +231,7 @@ def check_other_size(graph: nn.Module, path: Union[str, Path], shape: Tuple[int,
 
 def export_onnx(model: nn.Module, out: Union[str, Path], part: str = 'model',
                 shape: Tuple[int, int] = (256, 320), opset: int = DEFAULT_OPSET,
-                verbose: bool = False, attention: str = 'onnx') -> Path:
+                verbose: bool = False, attention: str = 'onnx', img_shapes: bool = False) -> Path:
     """Export ``part`` of ``model`` to ``out`` with dynamic batch, height and width.
 
     Args:
@@ -234,6 +244,9 @@ def export_onnx(model: nn.Module, out: Union[str, Path], part: str = 'model',
         attention: ``'onnx'`` (ONNX ``Attention``, every runtime) or ``'ort'`` (ONNX
             Runtime's ``MultiHeadAttention``, FlashAttention on CPU); see
             :mod:`.attention`.
+        img_shapes: ``part='backbone'``: a second input, each image's ``(h, w)`` float32
+            ``(B, 2)``, for batch-invariant maps (see :class:`.graphs.BackboneGraph`); needs
+            ``attention='onnx'`` (the masked attention).
 
     Returns:
         The path written.
@@ -247,7 +260,7 @@ def export_onnx(model: nn.Module, out: Union[str, Path], part: str = 'model',
     # `out` only when the export is complete and checked: a failure or an interrupt at
     # any point leaves `out` as it was.
     with replaced_atomically(out, suffix='.partial') as tmp:
-        graph = build_graph(model, part)
+        graph = build_graph(model, part, img_shapes=img_shapes)
         side = min_input_side(model)
         if min(shape) < side:
             raise DeployError(f'Example shape {tuple(shape)} is below the model\'s smallest '

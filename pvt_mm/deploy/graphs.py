@@ -1,7 +1,8 @@
 """The plain exported graphs: thin ``nn.Module`` wrappers over a built OpenMMLab model
 whose ``forward(images)`` is exactly what the ONNX file computes.
 
-* :class:`BackboneGraph`: the backbone's four stage maps.
+* :class:`BackboneGraph`: the backbone's four stage maps (optionally from each image's size
+  too: ``img_shapes``, for batch invariance).
 * :class:`ClassifierGraph`: an mmpretrain ``ImageClassifier``'s logits.
 * :class:`SegmentorGraph`: an mmseg ``EncoderDecoder``'s per-pixel logits at the input size.
 
@@ -9,21 +10,33 @@ Every graph works on the batch the data preprocessor makes (normalised, padded).
 detector's graph, which re-implements its post-processing, is
 :class:`pvt_mm.deploy.retinanet.RetinaNetGraph`.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
 class BackboneGraph(nn.Module):
-    """``images -> (stage maps...)``."""
+    """``images -> (stage maps...)``, or with ``with_img_shapes``
+    ``(images, img_shapes) -> (stage maps...)``.
 
-    def __init__(self, backbone: nn.Module) -> None:
+    Args:
+        backbone: The backbone.
+        with_img_shapes: Take a second input, ``img_shapes`` ``(B, 2)`` (each image's
+            ``(h, w)`` before padding, as the RetinaNet graph's): each image of a padded
+            batch then gets the maps it gets alone (PVT's batch invariance), outside its
+            region the maps are zero.
+    """
+
+    def __init__(self, backbone: nn.Module, with_img_shapes: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
+        self.with_img_shapes = with_img_shapes
 
-    def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
-        return tuple(self.backbone(images))
+    def forward(self, images: Tensor, img_shapes: Optional[Tensor] = None) -> Tuple[Tensor, ...]:
+        if img_shapes is None:
+            return tuple(self.backbone(images))
+        return tuple(self.backbone(images, img_shapes=img_shapes))
 
 
 class ClassifierGraph(nn.Module):

@@ -12,11 +12,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .layers import HW, SpatialReductionAttention
+from .layers import HW, SpatialReductionAttention, TokenRegion
 
 
 def sra_attention(attn: SpatialReductionAttention, x: Tensor, hw: HW,
-                  num_prefix_tokens: int = 0) -> Tuple[Tensor, Tensor, HW]:
+                  num_prefix_tokens: int = 0,
+                  region: Optional[TokenRegion] = None) -> Tuple[Tensor, Tensor, HW]:
     """Spatial-reduction attention weights of one layer, computed explicitly.
 
     ``attn.proj((weights @ v).transpose(1, 2).reshape(B, N, C))`` equals ``attn(x, hw)``.
@@ -26,6 +27,8 @@ def sra_attention(attn: SpatialReductionAttention, x: Tensor, hw: HW,
         x: Its input tokens ``(B, N, C)`` (already through the layer's ``norm1``).
         hw: The stage's grid.
         num_prefix_tokens: Class-token slots in front of the spatial tokens.
+        region: Where each image of a padded batch is valid (the layer's own argument):
+            keys in the padding get no weight, as in the layer.
 
     Returns:
         ``(weights, v, reduced_hw)``: softmax weights ``(B, heads, N, M)``, values
@@ -36,10 +39,13 @@ def sra_attention(attn: SpatialReductionAttention, x: Tensor, hw: HW,
     heads = attn.num_heads
     head_dims = c // heads
     q = attn.q(x).reshape(b, n, heads, head_dims).transpose(1, 2)
-    kv = attn.kv(attn.reduce_keys(x, hw, num_prefix_tokens))
+    kv = attn.kv(attn.reduce_keys(x, hw, num_prefix_tokens, region))
     k, v = kv.reshape(b, -1, 2, heads, head_dims).permute(2, 0, 3, 1, 4).unbind(0)
     reduced_hw = attn.reduced_hw(hw)
-    weights = (q @ k.transpose(-2, -1) * head_dims ** -0.5).softmax(dim=-1)
+    scores = q @ k.transpose(-2, -1) * head_dims ** -0.5
+    if region is not None and not attn.linear:
+        scores = scores.masked_fill(~region.key_mask(attn.sr_ratio), float('-inf'))
+    weights = scores.softmax(dim=-1)
     return weights, v, reduced_hw
 
 

@@ -23,7 +23,7 @@ from ..capabilities import autocast_dtype, is_exporting
 
 
 def grouped_attention(q: Tensor, k: Tensor, v: Tensor, groups: int,
-                      dropout_p: float = 0.0) -> Tensor:
+                      dropout_p: float = 0.0, key_mask: Optional[Tensor] = None) -> Tensor:
     """Scaled dot-product attention with each image's queries split into ``groups``.
 
     Args:
@@ -33,6 +33,9 @@ def grouped_attention(q: Tensor, k: Tensor, v: Tensor, groups: int,
         groups: Query groups (see :func:`attention_query_groups`); queries are padded to a
             multiple of it and the padding is cut from the result.
         dropout_p: Dropout on the attention weights.
+        key_mask: ``(B, 1, 1, M)`` bool, True for the keys each image may attend to (a
+            padded batch of mixed sizes); ``None`` attends to all. It goes into the same
+            fused call as SDPA's ``attn_mask``, repeated for each query group.
 
     Returns:
         ``(B, N, heads * d)``, identical to ungrouped attention.
@@ -49,8 +52,16 @@ def grouped_attention(q: Tensor, k: Tensor, v: Tensor, groups: int,
         m = k.shape[1]
         k = k.unsqueeze(1).expand(b, groups, m, heads, d).reshape(b * groups, m, heads, d)
         v = v.unsqueeze(1).expand(b, groups, m, heads, d).reshape(b * groups, m, heads, d)
+        if key_mask is not None:  # each group keeps its image's mask
+            key_mask = key_mask.unsqueeze(1).expand(b, groups, *key_mask.shape[1:]).reshape(
+                b * groups, *key_mask.shape[1:])
+    if exporting and key_mask is not None:
+        # ONNX Runtime's Attention wants the mask's query axis spelled out (no broadcast):
+        # (B', 1, N', M) bools in the graph, built from the (B', 1, 1, M) key mask.
+        key_mask = key_mask.expand(-1, -1, q.shape[1], -1)
     out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=dropout_p)
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=key_mask,
+        dropout_p=dropout_p)
     # (B * groups, heads, N', d) -> (B, N', heads * d); a view when the kernel lays its
     # output out as (batch, tokens, heads, d), as the CPU and CUDA kernels do.
     out = out.transpose(1, 2).reshape(b, -1, heads * d)

@@ -8,15 +8,71 @@ How the attention and the FFN run on a device (query groups, token chunks) is de
 :mod:`pvt_mm.models.ops` and run by :mod:`pvt_mm.models.kernels` (and, while exporting,
 :mod:`pvt_mm.models.export_ops`); the layers here hold the maths.
 """
-from typing import Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from ..capabilities import is_exporting
 from . import export_ops, kernels, ops
+from .padding import region_adaptive_avg_pool2d, region_cells, region_mask
 
 HW = Tuple[int, int]
+
+
+class TokenRegion:
+    """Where each image of a padded batch is valid on one stage's token grid.
+
+    The backbone builds one per stage from the images' valid sizes (see
+    :mod:`pvt_mm.models.padding`) and hands it to every layer of the stage; ``None`` in its
+    place means every image fills the batch (the plain path, unchanged). The masks are
+    built once per stage and reused by its layers.
+
+    Args:
+        sizes: Each image's valid ``(h, w)`` in input pixels, or a ``(B, 2)`` long tensor.
+        hw: The stage's token grid ``(h, w)``.
+        stride: The stage's stride relative to the input.
+        num_prefix_tokens: Tokens before the grid (the class token), always valid.
+        device: Where the tokens live.
+    """
+
+    def __init__(self, sizes: Union[Sequence[HW], Tensor], hw: HW, stride: int,
+                 num_prefix_tokens: int, device: torch.device) -> None:
+        self.sizes = sizes
+        self.hw = hw
+        self.stride = stride
+        self.num_prefix_tokens = num_prefix_tokens
+        #: ``(B, 2)``: valid rows and columns of each image on this grid.
+        self.cells = region_cells(sizes, stride, device)
+        #: ``(B, 1, h, w)`` bool, True inside each image.
+        self.mask = region_mask(sizes, hw, stride, device)
+        #: ``(B, h*w, 1)`` bool, True on the tokens outside each image.
+        self.outside_tokens = ~self.mask.flatten(2).transpose(1, 2)
+        self._key_masks: Dict[int, Tensor] = {}
+
+    def zero_outside(self, x: Tensor) -> Tensor:
+        """Tokens ``(B, prefix + h*w, C)`` with the grid tokens outside each image zeroed,
+        as the zero padding of a conv sees the border of an image alone."""
+        if not self.num_prefix_tokens:
+            return x.masked_fill(self.outside_tokens, 0.0)
+        prefix = self.num_prefix_tokens
+        return torch.cat((x[:, :prefix], x[:, prefix:].masked_fill(self.outside_tokens, 0.0)), 1)
+
+    def key_mask(self, sr_ratio: int) -> Tensor:
+        """``(B, 1, 1, prefix + (h // R) * (w // R))`` bool: the keys of a reduction by
+        ``sr_ratio`` (1: the tokens themselves) whose cell is not wholly in the padding.
+
+        Valid sizes are multiples of 32 (stride x R in every PVT stage), so no cell
+        straddles an image's border: a kept key reads valid tokens only.
+        """
+        if sr_ratio not in self._key_masks:
+            grid = (self.hw[0] // sr_ratio, self.hw[1] // sr_ratio)
+            keys = region_mask(self.sizes, grid, self.stride * sr_ratio,
+                               self.mask.device).flatten(1)  # (B, M)
+            if self.num_prefix_tokens:
+                keys = torch.cat((keys.new_ones(keys.shape[0], self.num_prefix_tokens), keys), 1)
+            self._key_masks[sr_ratio] = keys[:, None, None]
+        return self._key_masks[sr_ratio]
 
 
 #: LayerNorm epsilon of the patch embeddings and of the attention's reduction: torch's
@@ -69,6 +125,11 @@ class SpatialReductionAttention(nn.Module):
     queries are scheduled on the device (query groups for the backward) is
     :func:`pvt_mm.models.ops.attention_query_groups`' choice.
 
+    Given a :class:`TokenRegion` (a padded batch of mixed sizes), each image attends only to
+    the keys of its own valid region (a boolean mask into the same fused call; the keys of
+    cells wholly in the padding are masked out), and linear SRA pools each image's valid
+    region only: every valid query gets what it gets with the image alone.
+
     Args:
         embed_dims: Token channels.
         num_heads: Attention heads; must divide ``embed_dims``.
@@ -116,8 +177,10 @@ class SpatialReductionAttention(nn.Module):
         # A conv with kernel = stride = R floors.
         return (hw[0] // self.sr_ratio, hw[1] // self.sr_ratio)
 
-    def reduce_keys(self, x: Tensor, hw: HW, num_prefix_tokens: int) -> Tensor:
-        """Shrink the spatial tokens to the key grid; prefix tokens (class token) pass through."""
+    def reduce_keys(self, x: Tensor, hw: HW, num_prefix_tokens: int,
+                    region: Optional[TokenRegion] = None) -> Tensor:
+        """Shrink the spatial tokens to the key grid; prefix tokens (class token) pass through.
+        With a ``region``, linear SRA pools each image's valid region only."""
         if not self.reduces:
             return x
         prefix, spatial = x[:, :num_prefix_tokens], x[:, num_prefix_tokens:]
@@ -125,22 +188,32 @@ class SpatialReductionAttention(nn.Module):
         # A (B, H, W, C) view permuted to NCHW is channels-last in memory: no copy needed.
         grid = spatial.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
         if self.linear:
-            reduced = self.act(self.norm(self.sr(export_ops.adaptive_avg_pool2d(grid, self.LINEAR_POOL_SIZE)).flatten(2).transpose(1, 2)))
+            if region is None:
+                pooled = export_ops.adaptive_avg_pool2d(grid, self.LINEAR_POOL_SIZE)
+            else:  # the 7x7 averages of the image alone: over its valid cells only
+                pooled = region_adaptive_avg_pool2d(grid, region.cells, self.LINEAR_POOL_SIZE)
+            reduced = self.act(self.norm(self.sr(pooled).flatten(2).transpose(1, 2)))
         else:
             reduced = self.norm(self.sr(grid).flatten(2).transpose(1, 2))
         return torch.cat((prefix, reduced), dim=1) if num_prefix_tokens else reduced
 
-    def forward(self, x: Tensor, hw: HW, num_prefix_tokens: int = 0) -> Tensor:
+    def forward(self, x: Tensor, hw: HW, num_prefix_tokens: int = 0,
+                region: Optional[TokenRegion] = None) -> Tensor:
+        """Attend ``(B, prefix + h*w, C)`` tokens; ``region``: where each image of a padded
+        batch is valid (``None``: every image fills the batch)."""
         b, n, c = x.shape
         heads, head_dims = self.num_heads, c // self.num_heads
         q = self.q(x).reshape(b, n, heads, head_dims)
-        k, v = self.kv(self.reduce_keys(x, hw, num_prefix_tokens)).reshape(
+        k, v = self.kv(self.reduce_keys(x, hw, num_prefix_tokens, region)).reshape(
             b, -1, 2, heads, head_dims).unbind(2)
+        # Linear SRA's 49 pooled keys are all valid (each image pooled its own region).
+        key_mask = None if region is None or self.linear else region.key_mask(self.sr_ratio)
         groups = ops.attention_query_groups(
             x.device, q.dtype, b, heads, n, k.shape[1],
             needs_grad=torch.is_grad_enabled() and q.requires_grad)
         x = kernels.grouped_attention(q, k, v, groups,
-                                      dropout_p=self.attn_drop if self.training else 0.0)
+                                      dropout_p=self.attn_drop if self.training else 0.0,
+                                      key_mask=key_mask)
         return self.proj_drop(self.proj(x))
 
 
@@ -223,21 +296,29 @@ class FFN(nn.Module):
         grid = x.reshape(b, hw[0], hw[1], c).permute(0, 3, 1, 2)
         return self.dwconv(grid).flatten(2).transpose(1, 2)
 
-    def _mlp(self, x: Tensor, hw: Optional[HW] = None) -> Tensor:
+    def _mlp(self, x: Tensor, hw: Optional[HW] = None,
+             region: Optional[TokenRegion] = None) -> Tensor:
         x = self.fc1(x)
         if self.relu is not None:
             x = self.relu(x)
         if self.dwconv is not None:
+            if region is not None:  # the conv's zero padding at each image's own border
+                x = region.zero_outside(x)
             x = self._grid_conv(x, hw)
         return self.drop(self.fc2(self.drop(self.act(x))))
 
-    def forward(self, x: Tensor, hw: Optional[HW] = None) -> Tensor:
+    def forward(self, x: Tensor, hw: Optional[HW] = None,
+                region: Optional[TokenRegion] = None) -> Tensor:
         """Run the FFN on tokens ``x`` (``(..., C)``; ``(B, h*w, C)`` with ``hw`` when it
-        has the depth-wise conv)."""
+        has the depth-wise conv). ``region`` (padded batches): the depth-wise conv reads
+        zeros outside each image, as with the image alone; token-wise FFNs ignore it."""
+        if not self.token_wise:
+            # Never chunked (see ops.ffn_chunk_tokens): one piece, with or without autograd.
+            return self._mlp(x, hw, region)
         needs_grad = torch.is_grad_enabled() and (
             x.requires_grad or any(p.requires_grad for p in self.parameters()))
         if needs_grad:
-            if not self.token_wise or self.relu is not None or (self.training and self.drop.p > 0):
+            if self.relu is not None or (self.training and self.drop.p > 0):
                 return self._mlp(x, hw)  # not the fused fc1-GELU-fc2 (or dropout masks to keep)
             return kernels.linear_gelu_linear(x, self.fc1.weight, self.fc1.bias,
                                               self.fc2.weight, self.fc2.bias)
@@ -288,6 +369,7 @@ class EncoderLayer(nn.Module):
                        chunk_tokens=ffn_chunk_tokens, dwconv=ffn_dwconv, relu=linear_sra)
         self.drop_path = DropPathResidual(drop_path)
 
-    def forward(self, x: Tensor, hw: HW, num_prefix_tokens: int = 0) -> Tensor:
-        x = self.drop_path(x, self.attn(self.norm1(x), hw, num_prefix_tokens))
-        return self.drop_path(x, self.mlp(self.norm2(x), hw))
+    def forward(self, x: Tensor, hw: HW, num_prefix_tokens: int = 0,
+                region: Optional[TokenRegion] = None) -> Tensor:
+        x = self.drop_path(x, self.attn(self.norm1(x), hw, num_prefix_tokens, region))
+        return self.drop_path(x, self.mlp(self.norm2(x), hw, region))

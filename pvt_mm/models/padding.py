@@ -93,6 +93,61 @@ def region_mask(sizes: Union[Sequence[HW], Tensor], hw: Sequence[int], stride: i
     return (valid_rows[:, :, None] & valid_cols[:, None, :])[:, None]
 
 
+def padded_valid_sizes(img_shapes: Union[Sequence[Sequence[int]], Tensor], batch_hw: Sequence[int],
+                       divisor: int = SIZE_DIVISOR) -> Union[Tuple[HW, ...], Tensor]:
+    """:func:`valid_sizes` for a list of shapes or a ``(B, 2)`` integer tensor.
+
+    A tensor (an exported graph's ``img_shapes`` input) stays a tensor: the rounding and the
+    clipping are tensor ops, so a traced graph keeps them for every input.
+    """
+    if not isinstance(img_shapes, Tensor):
+        return valid_sizes(img_shapes, batch_hw, divisor)
+    shapes = img_shapes[:, :2].long()
+    rounded = torch.div(shapes + (divisor - 1), divisor, rounding_mode='floor') * divisor
+    # clamp by the batch's (possibly symbolic) sides: no int() that would pin them in a graph
+    return torch.stack((rounded[:, 0].clamp(max=batch_hw[0]),
+                        rounded[:, 1].clamp(max=batch_hw[1])), dim=1)
+
+
+def region_cells(sizes: Union[Sequence[HW], Tensor], stride: int,
+                 device: Union[str, torch.device, None] = None) -> Tensor:
+    """``(B, 2)`` long: each image's valid rows and columns on a map at ``stride``
+    (``ceil(size / stride)``, the cells :func:`region_mask` marks valid)."""
+    if not isinstance(sizes, Tensor):
+        sizes = torch.tensor([list(s) for s in sizes], dtype=torch.long, device=device)
+    return torch.div(sizes + (stride - 1), stride, rounding_mode='floor')
+
+
+def _region_pooling_matrix(cells: Tensor, length: int, out: int, like: Tensor) -> Tensor:
+    """``(B, out, length)``: row ``i`` of image ``b`` averages the cells
+    ``[floor(i*n/out), ceil((i+1)*n/out))`` of its own ``n = cells[b]`` valid ones -- the
+    windows of :func:`torch.nn.functional.adaptive_avg_pool2d` over its valid part only."""
+    n = cells[:, None]  # (B, 1)
+    idx = torch.arange(out, device=like.device)[None]  # (1, out)
+    start = torch.div(idx * n, out, rounding_mode='floor')
+    end = torch.div((idx + 1) * n + out - 1, out, rounding_mode='floor')
+    pos = torch.arange(length, device=like.device)
+    inside = (pos[None, None] >= start[..., None]) & (pos[None, None] < end[..., None])
+    return inside.to(like.dtype) / (end - start).to(like.dtype)[..., None]
+
+
+def region_adaptive_avg_pool2d(x: Tensor, cells: Tensor, size: int) -> Tensor:
+    """Adaptive average pooling of each image's valid region only, to ``size x size``.
+
+    What :func:`torch.nn.functional.adaptive_avg_pool2d` gives for each image cropped to its
+    valid ``cells`` (the image alone), computed for the whole padded batch at once as two
+    products with per-image pooling matrices (no per-image loop, exportable).
+
+    Args:
+        x: ``(B, C, H, W)`` maps.
+        cells: ``(B, 2)`` valid rows and columns per image (:func:`region_cells`).
+        size: Side of the pooled grid.
+    """
+    rows = _region_pooling_matrix(cells[:, 0], x.shape[-2], size, x)  # (B, size, H)
+    cols = _region_pooling_matrix(cells[:, 1], x.shape[-1], size, x)  # (B, size, W)
+    return rows[:, None] @ x @ cols[:, None].transpose(-1, -2)
+
+
 # --- The padded batch's input size, for the neck / head side (s27-neck) -------------------
 # The backbone reads its input's size from its own input tensor; a neck or head module sees
 # only a feature map, so the size of the padded batch it came from (hence the map's stride)

@@ -2,8 +2,8 @@
 """Export a config's model (or its backbone) to ONNX: one file for any batch and size.
 
     python tools/deployment/pytorch2onnx.py CONFIG [--checkpoint CKPT] --out FILE.onnx
-        [--shape H W] [--part model|backbone] [--verify [--image IMG]] [--opset 23] [--attention onnx|ort]
-        [--cfg-options k=v ...]
+        [--shape H W] [--part model|backbone] [--img-shapes] [--verify [--image IMG]]
+        [--opset 23] [--attention onnx|ort] [--cfg-options k=v ...]
 
 ``--verify`` runs the file in ONNX Runtime and the model in PyTorch on random images (or
 ``--image``, which a trained detector needs to find something to compare) at ``--shape`` and
@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                         'with the exported file)')
     parser.add_argument('--part', choices=PARTS, default='model',
                         help='model: end to end; backbone: the four stage maps')
+    parser.add_argument('--img-shapes', action='store_true',
+                        help='--part backbone: a second input img_shapes (B, 2), each image\'s '
+                        '(h, w) before padding, for batch-invariant maps (the end-to-end '
+                        'RetinaNet always takes it)')
     parser.add_argument('--opset', type=int, default=DEFAULT_OPSET)
     parser.add_argument('--verify', action='store_true',
                         help='compare ONNX Runtime with PyTorch; exit 1 beyond the tolerances')
@@ -63,11 +67,11 @@ def export(args: argparse.Namespace) -> None:
     model, _ = load_model(args.config, args.checkpoint, args.cfg_options)
     out = export_onnx(model, args.out, part=args.part, shape=tuple(args.shape),
                       opset=args.opset, verbose=args.verbose,
-                      attention=args.attention)
+                      attention=args.attention, img_shapes=args.img_shapes)
     print(f'wrote {out} (part={args.part}, opset {args.opset}, dynamic batch/height/width)')
     if args.verify:
         h, w = args.shape
-        graph = build_graph(model, args.part)
+        graph = build_graph(model, args.part, img_shapes=args.img_shapes)
         for shape in [(h, w), (h + 33, w + 17)]:
             images = None if args.image is None else image_batch(model, args.image, shape, 2)
             for line in verify_onnx(graph, out, shapes=[shape], images=images):

@@ -13,7 +13,11 @@ from torch import Tensor, nn
 from ...capabilities import is_exporting
 from .. import ops
 from ..input_checks import FiniteInputCheck
-from ..layers import HW, EncoderLayer, PatchEmbed
+from ..layers import HW, EncoderLayer, PatchEmbed, TokenRegion
+from ..padding import current_valid_sizes, is_padded, padded_valid_sizes, region_mask
+
+#: Valid sizes as the backbone takes them: ``(h, w)`` per image, or a ``(B, 2)`` tensor.
+Sizes = Union[Sequence[Sequence[int]], Tensor]
 # ARCH_ZOO, ARCH_FIELDS, resolve_arch, min_input_side stay importable from here (re-exported).
 from .archs import (ARCH_FIELDS, ARCH_ZOO, STAGE_FIELDS, VERSION_FIELDS,  # noqa: F401
                     min_input_side, release_hint, resolve_arch, zoo)
@@ -106,21 +110,81 @@ class PVTStage(nn.Module):
         grid = F.interpolate(grid, size=hw, mode='bilinear', align_corners=False)
         return torch.cat((prefix, grid.flatten(2).transpose(1, 2)), dim=1)
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, HW]:
-        """Map an NCHW input to ``(tokens, (h, w))``; tokens are ``(B, prefix + h*w, C)``."""
+    def region_pos_embed(self, region: TokenRegion) -> Tensor:
+        """``(B, prefix + h*w, C)``: each image's position embedding interpolated to its own
+        grid (its valid cells) and placed at its origin, zero beyond -- what the image
+        alone adds to its tokens."""
+        h, w = region.hw
+        if isinstance(region.sizes, Tensor):
+            return self._tensor_region_pos_embed(region)
+        cells = [(-(-sh // region.stride), -(-sw // region.stride)) for sh, sw in region.sizes]
+        padded = {}
+        for size in set(cells):  # one interpolation per distinct size, as the image alone
+            embed = self.resized_pos_embed(size)
+            prefix, grid = embed[:, :self.num_prefix_tokens], embed[:, self.num_prefix_tokens:]
+            grid = grid.reshape(1, size[0], size[1], -1)
+            grid = F.pad(grid, (0, 0, 0, w - size[1], 0, h - size[0]))
+            padded[size] = torch.cat((prefix, grid.flatten(1, 2)), dim=1)
+        return torch.cat([padded[size] for size in cells])
+
+    def _tensor_region_pos_embed(self, region: TokenRegion) -> Tensor:
+        """:meth:`region_pos_embed` for sizes in a tensor (an exported graph's input): the
+        bilinear interpolation (``align_corners=False``, as :func:`F.interpolate`) as two
+        products with per-image interpolation matrices."""
+        grid = self.pos_embed[:, self.num_prefix_tokens:]
+        grid = grid.reshape(1, *self.pos_grid, -1).permute(0, 3, 1, 2)  # (1, C, Hs, Ws)
+        rows = _bilinear_matrix(region.cells[:, 0], self.pos_grid[0], region.hw[0], grid)
+        cols = _bilinear_matrix(region.cells[:, 1], self.pos_grid[1], region.hw[1], grid)
+        grid = rows[:, None] @ grid @ cols[:, None].transpose(-1, -2)  # (B, C, h, w)
+        prefix = self.pos_embed[:, :self.num_prefix_tokens].expand(grid.shape[0], -1, -1)
+        return torch.cat((prefix, grid.flatten(2).transpose(1, 2)), dim=1)
+
+    def forward(self, x: Tensor, sizes: Optional[Sizes] = None,
+                stride: int = 1) -> Tuple[Tensor, HW]:
+        """Map an NCHW input to ``(tokens, (h, w))``; tokens are ``(B, prefix + h*w, C)``.
+
+        Args:
+            x: The incoming map.
+            sizes: Each image's valid size (input pixels) in a padded batch of mixed
+                sizes; ``None``: every image fills the batch.
+            stride: This stage's stride relative to the input (for ``sizes``).
+        """
         x, hw = self.patch_embed(x)
+        region = None if sizes is None else TokenRegion(
+            sizes, hw, stride, self.num_prefix_tokens, x.device)
         if self.cls_token is not None:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         if self.pos_embed is not None:
-            x = self.pos_drop(x + self.resized_pos_embed(hw))
+            pos = self.resized_pos_embed(hw) if region is None else self.region_pos_embed(region)
+            x = self.pos_drop(x + pos)
         for layer in self.layers:
             if self.with_cp and x.requires_grad:
-                x = cp.checkpoint(layer, x, hw, self.num_prefix_tokens, use_reentrant=False)
+                x = cp.checkpoint(layer, x, hw, self.num_prefix_tokens, region,
+                                  use_reentrant=False)
             else:
-                x = layer(x, hw, self.num_prefix_tokens)
+                x = layer(x, hw, self.num_prefix_tokens, region)
         if self.norm is not None:
             x = self.norm(x)
+        if region is not None:
+            # Zero outside each image: the next patch embedding (v2's overlaps) reads the
+            # zeros an image alone is padded with, and necks get clean maps.
+            x = region.zero_outside(x)
         return x, hw
+
+
+def _bilinear_matrix(cells: Tensor, src: int, length: int, like: Tensor) -> Tensor:
+    """``(B, length, src)``: row ``o < cells[b]`` interpolates a ``src``-long axis to image
+    ``b``'s ``cells[b]`` outputs bilinearly (``align_corners=False``), rows beyond are zero."""
+    n = cells.to(like.dtype)[:, None]  # (B, 1)
+    out = torch.arange(length, device=like.device, dtype=like.dtype)[None]  # (1, length)
+    pos = ((out + 0.5) * (src / n) - 0.5).clamp(min=0)
+    low = pos.floor().clamp(max=src - 1)
+    high = (low + 1).clamp(max=src - 1)
+    frac = pos - low
+    taps = torch.arange(src, device=like.device, dtype=like.dtype)
+    weights = ((taps == low[..., None]).to(like.dtype) * (1 - frac[..., None])
+               + (taps == high[..., None]).to(like.dtype) * frac[..., None])
+    return weights * (out < n).to(like.dtype)[..., None]
 
 
 class PVT(BaseModule):
@@ -146,6 +210,20 @@ class PVT(BaseModule):
     checkpoint=PATH)``; official PVT releases, pvt_mm checkpoints and whole
     detector/segmentor/classifier checkpoints are accepted (see :mod:`.pvt_convert`).
 
+    **Batch invariance.** mmdet / mmseg pad a batch to its largest image, and PVT's
+    attention is global: without care an image's features depend on its batch mates. Given
+    each image's size (``forward(x, img_shapes=...)``, or the sizes set around the forward
+    by :func:`pvt_mm.models.padding.batch_valid_sizes`, as pvt_mm's data path does), each
+    image's *valid size* is its own size rounded up to 32 (what a batch of one is padded
+    to), and the backbone computes in it what the image computes alone: its attention
+    masks out the keys of reduction cells in the padding (one fused SDPA call with a
+    boolean mask), linear SRA pools its valid region only, v1's position embedding is
+    interpolated to its own grid and placed at its origin, and the input and every stage's
+    output are zeroed outside it (v2's overlapping patch embeddings and depth-wise convs
+    then read the zeros an image alone is padded with). Outside the valid region the maps
+    are zero. Without sizes, or when no image is smaller than the batch, nothing of this
+    runs: the forward is the plain one, bit for bit.
+
     Args:
         arch: ``'tiny'``, ``'small'``, ``'medium'``, ``'large'`` or a dict of fields
             (:data:`ARCH_FIELDS`) over Table 1; ``depths`` is required in a dict.
@@ -169,6 +247,10 @@ class PVT(BaseModule):
             (PVT-Small at 800x1333: peak 309 -> 97 MiB on CPU) at no cost in speed, and GPU
             FFNs in one piece (chunks starve GPU matmuls); an int chunks on every device
             (lowest memory); ``None`` never chunks. See :mod:`pvt_mm.models.ops`.
+        batch_invariant: Compute each image of a padded batch of mixed sizes as if it were
+            alone, padded only to its own size (see *Batch invariance* above); ``False``
+            runs every image over the whole padded batch, the behaviour before it (for
+            exact reproduction of padded-batch training).
         init_cfg: mmengine init config; ``dict(type='Pretrained', checkpoint=PATH)`` loads
             weights, ``None`` initialises from scratch.
     """
@@ -192,8 +274,10 @@ class PVT(BaseModule):
                  frozen_stages: int = -1,
                  with_cp: bool = False,
                  ffn_chunk_tokens: ops.FFNChunkSetting = 'auto',
+                 batch_invariant: bool = True,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        self.batch_invariant = batch_invariant
         self.arch = resolve_arch(arch, type(self).arch_zoo, type(self).base_arch)
         self.num_stages = len(self.arch['depths'])
         self.in_channels = in_channels
@@ -328,12 +412,43 @@ class PVT(BaseModule):
         # without a host sync, see input_checks.FiniteInputCheck.
         self._finite_input(x)
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        """Return the maps of ``out_indices`` (last one is the class token in cls mode)."""
+    def valid_sizes(self, x: Tensor, img_shapes: Optional[Sizes] = None) -> Optional[Sizes]:
+        """Each image's valid size in the padded batch ``x``, or ``None`` for the plain path.
+
+        From ``img_shapes`` if given, else from :func:`~pvt_mm.models.padding.current_valid_sizes`;
+        ``None`` when neither gives sizes, when ``batch_invariant`` is off, or when no image
+        is smaller than the batch. A tensor (an exported graph's input) is always used:
+        telling whether it pads would read it back to the host.
+        """
+        if not self.batch_invariant:
+            return None
+        shapes = current_valid_sizes() if img_shapes is None else img_shapes
+        if shapes is None:
+            return None
+        if len(shapes) != x.shape[0]:
+            raise ValueError(f'Got {len(shapes)} image sizes for a batch of {x.shape[0]} images; '
+                             'give one (h, w) per image.')
+        sizes = padded_valid_sizes(shapes, x.shape[2:])
+        if isinstance(sizes, Tensor) or is_padded(sizes, x.shape[2:]):
+            return sizes
+        return None
+
+    def forward(self, x: Tensor, img_shapes: Optional[Sizes] = None) -> Tuple[Tensor, ...]:
+        """Return the maps of ``out_indices`` (last one is the class token in cls mode).
+
+        Args:
+            x: The padded batch ``(B, C, H, W)``.
+            img_shapes: Each image's ``(h, w)`` before padding (mmdet's ``img_shape``), as
+                a list or a ``(B, 2)`` integer tensor; ``None`` reads the sizes set around
+                the forward (see *Batch invariance*), if any.
+        """
         self._check_input(x)
+        sizes = self.valid_sizes(x, img_shapes)
+        if sizes is not None:  # the zeros a conv pads an image alone with (any pad value)
+            x = x.masked_fill(~region_mask(sizes, x.shape[2:], 1, x.device), 0.0)
         outs = []
         for i, stage in enumerate(self.stages):
-            tokens, (h, w) = stage(x)
+            tokens, (h, w) = stage(x, sizes, self.strides[i])
             if stage.cls_token is not None:
                 cls_token, tokens = tokens[:, 0], tokens[:, 1:]
             x = tokens.reshape(tokens.shape[0], h, w, -1).permute(0, 3, 1, 2)
