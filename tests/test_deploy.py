@@ -487,7 +487,49 @@ def test_retinanet_onnx_equals_pytorch_at_other_sizes(main_job_onnx):
         _assert_same_detections(*_predict_both(model, detector, inputs, samples))
     inputs, samples = _detector_batch(model, paths[1:3], [(192, 240), (237, 301)])
     assert tuple(inputs.shape) == (2, 3, 256, 320)  # one padded batch, two image sizes
-    _assert_same_detections(*_predict_both(model, detector, inputs, samples))
+    # The file is batch invariant (issue 27), so its reference is PyTorch with the
+    # config's BatchInvariantHook's masks, as tools/test.py runs it (through the model's
+    # forward, where the hooks read the samples' img_shape).
+    from mmdet.structures import DetDataSample
+    from pvt_mm.models.batch_invariance import enable_batch_invariance
+    invariance = enable_batch_invariance(model)
+    try:
+        with torch.no_grad():
+            ref = model(inputs, [DetDataSample(metainfo=s.metainfo) for s in samples],
+                        mode='predict')
+    finally:
+        invariance.remove()
+    ort = detector.predict(inputs, [DetDataSample(metainfo=s.metainfo) for s in samples])
+    _assert_same_detections(ref, ort)
+
+
+def check_mixed_batch_equals_alone(model, detector, paths, sizes) -> list:
+    """Two images of different ``sizes``, zero-padded into one batch (``img_shapes`` given),
+    against each run alone (padded to its own size) through the same file: the same
+    detections (count, labels, boxes within 0.01 px, scores within 1e-4), with detections
+    on each image. Returns the comparisons, one per image."""
+    inputs, samples = _detector_batch(model, paths, sizes)
+    assert len({tuple(s.metainfo['img_shape']) for s in samples}) == 2
+    assert inputs.shape[0] == 2 and any(inputs.shape[2:] != torch.Size(
+        [-(-h // 32) * 32, -(-w // 32) * 32]) for h, w in sizes), 'no image is padded'
+    batch = detector.predict(inputs, samples)
+    worst = []
+    for index, (path, size) in enumerate(zip(paths, sizes)):
+        alone_inputs, alone_samples = _detector_batch(model, [path], [size])
+        alone = detector.predict(alone_inputs, alone_samples)
+        worst.append(_assert_same_detections(alone, batch[index:index + 1]))
+    return worst
+
+
+def test_retinanet_onnx_mixed_batch_equals_each_image_alone(main_job_onnx):
+    """Batch invariance of the deployed RetinaNet (issue 27): the trained main job's file,
+    given a batch of two held-out images of different sizes (one zero-padded to the other's
+    batch, the other not a multiple of 32), gives each image the detections it gets alone.
+    Without the graph's masks the padded image's detections differ."""
+    work, path = main_job_onnx
+    model, _ = load_model(str(REPO / MAIN_JOB_CONFIG), str(_main_job_checkpoint(work)))
+    check_mixed_batch_equals_alone(model, ORTDetector(path), _held_out_images(2),
+                                   [(192, 224), (253, 301)])
 
 
 def _count(results) -> int:

@@ -13,6 +13,8 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
+from ..models.batch_invariance import masked_maps, preprocessor_divisor
+from ..models.padding import SIZE_DIVISOR, padded_valid_sizes
 from .errors import SUPPORTED, DeployError
 from .nms import multiclass_nms
 
@@ -79,7 +81,11 @@ class RetinaNetGraph(nn.Module):
     max_per_img))``.
 
     ``img_shapes`` is ``(B, 2)`` float ``(h, w)``: each image's size inside the padded batch
-    (mmdet's ``img_shape``), where its boxes are clipped. ``scale_factors`` is ``(B, 2)``
+    (mmdet's ``img_shape``), where its boxes are clipped, and which makes the graph batch
+    invariant (issue 27): the backbone, the neck and the head compute for each image what
+    they compute for it alone (padded to its own size rounded up to the data preprocessor's
+    divisor), with :class:`pvt_mm.hooks.BatchInvariantHook`'s masks
+    (:func:`pvt_mm.models.batch_invariance.masked_maps`). ``scale_factors`` is ``(B, 2)``
     float ``(w, h)`` factors from the original image to the input (mmdet's
     ``scale_factor``; ones for results in the input's coordinates, ``rescale=False``): the
     boxes are divided by them before ``min_bbox_size`` and NMS, where mmdet's
@@ -95,6 +101,9 @@ class RetinaNetGraph(nn.Module):
         super().__init__()
         check_retinanet(model)
         self.model = model
+        # What the data preprocessor pads a batch of one to (mmdet's pad_size_divisor): the
+        # valid sizes the graph computes from img_shapes, as the eager hooks do.
+        self.divisor = preprocessor_divisor(model) or SIZE_DIVISOR
         cfg = model.bbox_head.test_cfg
         self.score_thr = float(cfg.get('score_thr', 0.0))
         self.nms_pre = int(cfg.get('nms_pre', -1))
@@ -129,7 +138,13 @@ class RetinaNetGraph(nn.Module):
     def forward(self, images: Tensor, img_shapes: Tensor,
                 scale_factors: Tensor) -> Tuple[Tensor, Tensor]:
         head = self.model.bbox_head
-        cls_scores, bbox_preds = head(self.model.extract_feat(images))
+        # Batch invariance (issue 27), as the eager BatchInvariantHook: each image's valid
+        # size (its img_shape rounded up to the divisor) as a tensor, read by the backbone
+        # and by the neck / head masks, installed for this forward only. With no padding
+        # every mask is all True, so the outputs are those of the unmasked graph.
+        sizes = padded_valid_sizes(img_shapes, images.shape[2:], self.divisor)
+        with masked_maps(self.model, sizes, images.shape[2:], ('neck', 'bbox_head')):
+            cls_scores, bbox_preds = head(self.model.extract_feat(images))
         priors = head.prior_generator.grid_priors(
             [c.shape[-2:] for c in cls_scores], dtype=images.dtype, device=images.device)
         levels = [self._level_candidates(c, r, p, img_shapes)

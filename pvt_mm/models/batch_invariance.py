@@ -27,19 +27,24 @@ batch of that image alone computes:
 :class:`pvt_mm.hooks.BatchInvariantHook` installs :class:`BatchInvariance` on the runner's
 model (``custom_hooks=[dict(type='BatchInvariantHook')]``, set by pvt_mm's detection and
 segmentation configs); without a runner, call :func:`enable_batch_invariance`.
+
+An exported graph calls the model's parts itself, so it wraps them in :func:`masked_maps`
+(the same hooks, for that forward) with the sizes as a ``(B, 2)`` tensor: every mask is then
+computed by tensor ops from the symbolic map sizes, and :class:`MaskedGN` by masked sums
+(:func:`masked_group_norm`), so the file keeps a dynamic batch and size.
 """
 import contextlib
 import math
 import warnings
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .padding import (HW, SIZE_DIVISOR, batch_input_size, batch_valid_sizes,
+from .padding import (HW, SIZE_DIVISOR, batch_input_size, batch_valid_sizes, cells_mask,
                       current_batch_input_size, current_valid_sizes, is_padded, map_stride,
-                      region_mask, valid_sizes)
+                      region_cells, traced_region_cells, valid_sizes)
 
 #: The class logit a sigmoid dense head gets outside every image's region: sigmoid gives
 #: exactly 0 in fp32 and fp16 stays finite, so those anchors never pass a score threshold.
@@ -52,9 +57,10 @@ _BILINEAR_MODES = ('bilinear', 'bicubic')
 
 
 @contextlib.contextmanager
-def padded_batch(sizes: Optional[Sequence[HW]], batch_hw: Optional[Sequence[int]]
+def padded_batch(sizes: Union[Sequence[HW], Tensor, None], batch_hw: Optional[Sequence[int]]
                  ) -> Iterator[None]:
-    """Make ``sizes`` (per image) and ``batch_hw`` (the padded batch) current for a forward."""
+    """Make ``sizes`` (per image; or a ``(B, 2)`` tensor, :func:`.padding.padded_valid_sizes`,
+    in a traced graph) and ``batch_hw`` (the padded batch) current for a forward."""
     with batch_valid_sizes(sizes), batch_input_size(batch_hw):
         yield
 
@@ -104,10 +110,18 @@ def sizes_from_data_samples(data_samples: Any, batch_hw: Sequence[int],
     return valid_sizes(shapes, batch_hw, divisor)
 
 
-def _padding_now(x: Tensor) -> Optional[Tuple[Tuple[HW, ...], HW]]:
-    """``(sizes, batch_hw)`` when ``x`` is a batch map and the batch in flight is padded."""
+def _padding_now(x: Tensor) -> Optional[Tuple[Union[Tuple[HW, ...], Tensor], Sequence]]:
+    """``(sizes, batch_hw)`` when ``x`` is a batch map and the batch in flight is padded.
+
+    Tensor sizes (an exported graph's, set by :func:`padded_batch`) always count as padded:
+    telling whether they pad would read them back to the host (and freeze them in a graph).
+    """
     sizes, batch_hw = current_valid_sizes(), current_batch_input_size()
-    if x.dim() != 4 or batch_hw is None or not is_padded(sizes, batch_hw):
+    if x.dim() != 4 or batch_hw is None or sizes is None:
+        return None
+    if isinstance(sizes, Tensor):
+        return sizes, batch_hw
+    if not is_padded(sizes, batch_hw):
         return None
     if len(sizes) != x.shape[0]:
         raise ValueError(
@@ -116,17 +130,22 @@ def _padding_now(x: Tensor) -> Optional[Tuple[Tuple[HW, ...], HW]]:
     return sizes, batch_hw
 
 
+def _cells(x: Tensor, sizes: Union[Sequence[HW], Tensor], batch_hw: Sequence) -> Tensor:
+    """``(B, 2)`` long: each image's valid rows and columns on the map ``x``."""
+    if isinstance(sizes, Tensor):  # traced: the stride found by tensor ops
+        return traced_region_cells(sizes, x.shape[-2:], batch_hw)
+    return region_cells(sizes, map_stride(x.shape[-2:], batch_hw), device=x.device)
+
+
+def _region(x: Tensor, sizes: Union[Sequence[HW], Tensor], batch_hw: Sequence) -> Tensor:
+    """``(B, 1, h, w)`` bool: True inside each image's valid region on the map ``x``."""
+    return cells_mask(_cells(x, sizes, batch_hw), x.shape[-2:])
+
+
 def zero_outside(x: Tensor) -> Tensor:
     """``x`` with every cell outside its image's valid region set to 0 (``x`` itself when
     nothing is padded)."""
-    padding = _padding_now(x)
-    if padding is None:
-        return x
-    sizes, batch_hw = padding
-    stride = map_stride(x.shape[-2:], batch_hw)
-    mask = region_mask(sizes, x.shape[-2:], stride, device=x.device)
-    # masked_fill, not a product: whatever the padding holds (inf / NaN included) becomes 0.
-    return x.masked_fill(~mask, 0)
+    return fill_outside(x, 0.0)
 
 
 def fill_outside(x: Tensor, value: float) -> Tensor:
@@ -134,9 +153,8 @@ def fill_outside(x: Tensor, value: float) -> Tensor:
     padding = _padding_now(x)
     if padding is None:
         return x
-    sizes, batch_hw = padding
-    mask = region_mask(sizes, x.shape[-2:], map_stride(x.shape[-2:], batch_hw), device=x.device)
-    return x.masked_fill(~mask, value)
+    # masked_fill, not a product: whatever the padding holds (inf / NaN included) goes.
+    return x.masked_fill(~_region(x, *padding), value)
 
 
 def replicate_outside(x: Tensor) -> Tensor:
@@ -148,15 +166,33 @@ def replicate_outside(x: Tensor) -> Tensor:
     padding = _padding_now(x)
     if padding is None:
         return x
-    sizes, batch_hw = padding
-    h, w = x.shape[-2:]
-    stride = map_stride((h, w), batch_hw)
-    out = []
-    for i, (vh, vw) in enumerate(sizes):
-        rows = torch.arange(h, device=x.device).clamp(max=math.ceil(vh / stride) - 1)
-        cols = torch.arange(w, device=x.device).clamp(max=math.ceil(vw / stride) - 1)
-        out.append(x[i:i + 1].index_select(2, rows).index_select(3, cols))
-    return torch.cat(out)
+    b, c, h, w = x.shape
+    last = _cells(x, *padding) - 1  # (B, 2)
+    # Gathers with per-image clamped indices: one op for the batch, traceable.
+    rows = torch.minimum(torch.arange(h, device=x.device)[None], last[:, 0:1])  # (B, h)
+    x = x.gather(2, rows[:, None, :, None].expand(b, c, h, w))
+    cols = torch.minimum(torch.arange(w, device=x.device)[None], last[:, 1:2])  # (B, w)
+    return x.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+
+
+def masked_group_norm(x: Tensor, region: Tensor, num_groups: int, weight: Optional[Tensor],
+                      bias: Optional[Tensor], eps: float) -> Tensor:
+    """``F.group_norm`` of each image's ``region`` ``(B, 1, h, w)`` only, padding set to 0.
+
+    Statistics from masked sums over the whole batch (no per-image loop, so a traced graph
+    keeps a dynamic batch); the variance in two passes, as ``F.group_norm`` does, to stay
+    within 1e-5 relative of it.
+    """
+    b, c, h, w = x.shape
+    mask = region.to(x.dtype)[:, None]  # (B, 1, 1, h, w)
+    groups = x.reshape(b, num_groups, c // num_groups, h, w)
+    count = mask.sum((2, 3, 4), keepdim=True) * (c // num_groups)
+    mean = (groups * mask).sum((2, 3, 4), keepdim=True) / count
+    var = (((groups - mean) * mask) ** 2).sum((2, 3, 4), keepdim=True) / count
+    y = ((groups - mean) * torch.rsqrt(var + eps)).reshape(b, c, h, w)
+    if weight is not None:
+        y = y * weight[None, :, None, None] + bias[None, :, None, None]
+    return y.masked_fill(~region, 0.0)
 
 
 class MaskedGN(nn.GroupNorm):
@@ -184,6 +220,9 @@ class MaskedGN(nn.GroupNorm):
         if padding is None:
             return super().forward(x)
         sizes, batch_hw = padding
+        if isinstance(sizes, Tensor):  # traced (an exported graph): masked sums
+            return masked_group_norm(x, _region(x, sizes, batch_hw), self.num_groups,
+                                     self.weight, self.bias, self.eps)
         h, w = x.shape[-2:]
         stride = map_stride((h, w), batch_hw)
         out = []
@@ -252,6 +291,77 @@ def _is_bilinear_upsample(module: nn.Module) -> bool:
     return type(module).__name__ == 'Upsample' and getattr(module, 'mode', None) in _BILINEAR_MODES
 
 
+def install_map_masks(model: nn.Module, mask_modules: Sequence[str] = DEFAULT_MASK_MODULES
+                      ) -> Tuple[List[Any], List[str]]:
+    """Put the neck / head masking hooks on ``model``'s ``mask_modules`` (see the module
+    docstring); they act while :func:`padded_batch` is set, and do nothing otherwise.
+
+    Shared by :class:`BatchInvariance` (eager) and the exported RetinaNet graph
+    (:class:`pvt_mm.deploy.retinanet.RetinaNetGraph`, :func:`masked_maps`).
+
+    Returns:
+        ``(handles, plain_gn)``: the hooks' handles (``.remove()`` each), and the names of
+        plain ``nn.GroupNorm`` layers met (still batch-dependent; the caller warns).
+    """
+    handles: List[Any] = []
+    plain_gn: List[str] = []
+    for attr in mask_modules:
+        sub = getattr(model, attr, None)
+        for part in (sub if isinstance(sub, nn.ModuleList) else [sub]):
+            if isinstance(part, nn.Module) and (attr == 'neck' or _works_on_maps(part)):
+                plain_gn += _mask_part(part, attr, handles)
+    return handles, plain_gn
+
+
+def _mask_part(part: nn.Module, attr: str, handles: List[Any]) -> List[str]:
+    handles.append(part.register_forward_pre_hook(_zero_inputs_hook))
+    plain_gn = []
+    for name, leaf in part.named_modules():
+        if next(leaf.children(), None) is not None:
+            continue
+        if isinstance(leaf, MaskedGN):
+            continue  # zeroes its own padding
+        if isinstance(leaf, nn.GroupNorm):
+            plain_gn.append(f'{attr}.{name}')
+        if _is_bilinear_upsample(leaf):
+            handles.append(leaf.register_forward_pre_hook(_replicate_input_hook))
+        handles.append(leaf.register_forward_hook(_zero_output_hook))
+    if getattr(part, 'use_sigmoid_cls', False):
+        handles.append(part.register_forward_hook(_dense_head_output_hook))
+    elif hasattr(part, 'conv_seg'):  # mmseg's BaseDecodeHead
+        handles.append(part.register_forward_hook(_decode_head_output_hook))
+    return plain_gn
+
+
+def _warn_plain_gn(plain_gn: Sequence[str]) -> None:
+    if plain_gn:
+        warnings.warn(
+            f'{", ".join(plain_gn)}: nn.GroupNorm takes statistics over the padding too, so '
+            "those results still depend on the batch; use norm_cfg=dict(type='MaskedGN', "
+            'num_groups=...) (the same parameters, so checkpoints load).', stacklevel=3)
+
+
+@contextlib.contextmanager
+def masked_maps(model: nn.Module, sizes: Union[Sequence[HW], Tensor, None],
+                batch_hw: Optional[Sequence[int]],
+                mask_modules: Sequence[str] = DEFAULT_MASK_MODULES) -> Iterator[None]:
+    """For the ``with`` block: ``sizes`` / ``batch_hw`` current (:func:`padded_batch`, read
+    by the backbone too) and ``model``'s neck and heads masked (:func:`install_map_masks`).
+
+    For a forward that the model's own forward does not wrap, e.g. an exported graph that
+    calls ``extract_feat`` and the head itself (the hooks run while it is traced, so their
+    ops are in the file; they are removed on leaving).
+    """
+    handles, plain_gn = install_map_masks(model, mask_modules)
+    _warn_plain_gn(plain_gn)
+    try:
+        with padded_batch(sizes, batch_hw):
+            yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class BatchInvariance:
     """The hooks that carry the valid sizes into a model's forward and mask its neck and
     heads; :meth:`remove` takes them all off.
@@ -276,36 +386,9 @@ class BatchInvariance:
         self._handles.append(model.register_forward_pre_hook(self._enter, with_kwargs=True))
         # always_call: the context is left even when the forward raises (torch >= 2.0).
         self._handles.append(model.register_forward_hook(self._leave, always_call=True))
-        plain_gn = []
-        for attr in mask_modules:
-            sub = getattr(model, attr, None)
-            for part in (sub if isinstance(sub, nn.ModuleList) else [sub]):
-                if isinstance(part, nn.Module) and (attr == 'neck' or _works_on_maps(part)):
-                    plain_gn += self._mask(part, attr)
-        if plain_gn:
-            warnings.warn(
-                f'{", ".join(plain_gn)}: nn.GroupNorm takes statistics over the padding too, so '
-                "those results still depend on the batch; use norm_cfg=dict(type='MaskedGN', "
-                'num_groups=...) (the same parameters, so checkpoints load).', stacklevel=2)
-
-    def _mask(self, part: nn.Module, attr: str) -> List[str]:
-        self._handles.append(part.register_forward_pre_hook(_zero_inputs_hook))
-        plain_gn = []
-        for name, leaf in part.named_modules():
-            if next(leaf.children(), None) is not None:
-                continue
-            if isinstance(leaf, MaskedGN):
-                continue  # zeroes its own padding
-            if isinstance(leaf, nn.GroupNorm):
-                plain_gn.append(f'{attr}.{name}')
-            if _is_bilinear_upsample(leaf):
-                self._handles.append(leaf.register_forward_pre_hook(_replicate_input_hook))
-            self._handles.append(leaf.register_forward_hook(_zero_output_hook))
-        if getattr(part, 'use_sigmoid_cls', False):
-            self._handles.append(part.register_forward_hook(_dense_head_output_hook))
-        elif hasattr(part, 'conv_seg'):  # mmseg's BaseDecodeHead
-            self._handles.append(part.register_forward_hook(_decode_head_output_hook))
-        return plain_gn
+        handles, plain_gn = install_map_masks(model, mask_modules)
+        self._handles += handles
+        _warn_plain_gn(plain_gn)
 
     def _enter(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         inputs = kwargs.get('inputs', args[0] if args else None)
@@ -350,5 +433,6 @@ def enable_batch_invariance(model: nn.Module,
 
 
 __all__ = ['MaskedGN', 'BatchInvariance', 'enable_batch_invariance', 'padded_batch',
+           'install_map_masks', 'masked_maps', 'masked_group_norm',
            'sizes_from_data_samples', 'preprocessor_divisor', 'zero_outside', 'fill_outside',
            'replicate_outside', 'OUTSIDE_LOGIT', 'DEFAULT_MASK_MODULES']

@@ -53,19 +53,23 @@ def is_padded(sizes: Optional[Sequence[HW]], batch_hw: Sequence[int]) -> bool:
 
 
 @contextlib.contextmanager
-def batch_valid_sizes(sizes: Optional[Sequence[HW]]) -> Iterator[None]:
+def batch_valid_sizes(sizes: Union[Sequence[HW], Tensor, None]) -> Iterator[None]:
     """Make ``sizes`` the valid sizes of the batch in flight for the ``with`` block.
 
     ``None`` means "every image fills the batch" (the behaviour without batch invariance).
+    A ``(B, 2)`` integer tensor (an exported graph's sizes, :func:`padded_valid_sizes`) is
+    kept as it is: reading it back to Python ints would freeze it in a traced graph.
     """
-    token = _VALID_SIZES.set(None if sizes is None else tuple(tuple(map(int, s)) for s in sizes))
+    if sizes is not None and not isinstance(sizes, Tensor):
+        sizes = tuple(tuple(map(int, s)) for s in sizes)
+    token = _VALID_SIZES.set(sizes)
     try:
         yield
     finally:
         _VALID_SIZES.reset(token)
 
 
-def current_valid_sizes() -> Optional[Tuple[HW, ...]]:
+def current_valid_sizes() -> Union[Tuple[HW, ...], Tensor, None]:
     """The valid sizes set by :func:`batch_valid_sizes` around this forward, or ``None``."""
     return _VALID_SIZES.get()
 
@@ -83,14 +87,8 @@ def region_mask(sizes: Union[Sequence[HW], Tensor], hw: Sequence[int], stride: i
         stride: The map's stride relative to the input.
         device: Where to build the mask (default: ``sizes``' device, or the CPU).
     """
-    if not isinstance(sizes, Tensor):
-        sizes = torch.tensor([list(s) for s in sizes], dtype=torch.long, device=device)
-    cells = torch.div(sizes + (stride - 1), stride, rounding_mode='floor')  # (B, 2)
-    rows = torch.arange(int(hw[0]), device=sizes.device)
-    cols = torch.arange(int(hw[1]), device=sizes.device)
-    valid_rows = rows[None, :] < cells[:, 0:1]  # (B, h)
-    valid_cols = cols[None, :] < cells[:, 1:2]  # (B, w)
-    return (valid_rows[:, :, None] & valid_cols[:, None, :])[:, None]
+    # No int() on hw: a traced graph's sides are symbolic, and int() would pin them.
+    return cells_mask(region_cells(sizes, stride, device), hw)
 
 
 def padded_valid_sizes(img_shapes: Union[Sequence[Sequence[int]], Tensor], batch_hw: Sequence[int],
@@ -159,8 +157,13 @@ _BATCH_INPUT_SIZE: contextvars.ContextVar[Optional[HW]] = contextvars.ContextVar
 
 @contextlib.contextmanager
 def batch_input_size(hw: Optional[Sequence[int]]) -> Iterator[None]:
-    """Make ``hw`` the padded batch's ``(H, W)`` for the ``with`` block (``None``: unknown)."""
-    token = _BATCH_INPUT_SIZE.set(None if hw is None else (int(hw[0]), int(hw[1])))
+    """Make ``hw`` the padded batch's ``(H, W)`` for the ``with`` block (``None``: unknown).
+
+    Symbolic sides (a traced graph's ``images.shape[2:]``) stay symbolic: ``int()`` would
+    pin the graph to the example's size.
+    """
+    token = _BATCH_INPUT_SIZE.set(
+        None if hw is None else tuple(d if isinstance(d, torch.SymInt) else int(d) for d in hw[:2]))
     try:
         yield
     finally:
@@ -198,3 +201,33 @@ def map_stride(hw: Sequence[int], batch_hw: Sequence[int]) -> int:
         f'A {h}x{w} feature map has no integer stride in a {big_h}x{big_w} batch, so its '
         'valid region is unknown; leave the module that makes it out of the batch-invariance '
         'masking (BatchInvariantHook(mask_modules=...)).')
+
+
+def traced_region_cells(sizes: Tensor, hw: Sequence, batch_hw: Sequence) -> Tensor:
+    """``(B, 2)`` long: each image's valid rows and columns on a map of size ``hw`` from a
+    padded batch of size ``batch_hw``, for ``(B, 2)`` tensor sizes (an exported graph's).
+
+    :func:`map_stride`'s search (the first power of two ``s`` with ``ceil(H / s)`` cells
+    per side, else with ``floor(H / s)``), then :func:`region_cells` at that stride, done
+    as tensor ops on the sides, so that a traced graph keeps them symbolic: no guard pins
+    the file to the example's size.
+    """
+    device = sizes.device
+    big = torch.stack([torch.tensor(batch_hw[0]), torch.tensor(batch_hw[1])]).to(device)
+    small = torch.stack([torch.tensor(hw[0]), torch.tensor(hw[1])]).to(device)
+    powers = 2 ** torch.arange(13, device=device)[:, None]  # (13, 1)
+    ceil_fit = (torch.div(big + powers - 1, powers, rounding_mode='floor') == small).all(1)
+    floor_fit = (torch.div(big, powers, rounding_mode='floor') == small).all(1)
+    fit = ceil_fit | (floor_fit & ~ceil_fit.any())  # logical ops: ONNX Runtime has no bool Where
+    stride = powers[fit.int().argmax(), 0]  # the first fit (argmax returns the first max)
+    return torch.div(sizes.long() + stride - 1, stride, rounding_mode='floor')
+
+
+def cells_mask(cells: Tensor, hw: Sequence) -> Tensor:
+    """``(B, 1, h, w)`` bool: True on each image's first ``cells`` ``(B, 2)`` rows and
+    columns of a map of size ``hw`` (what :func:`region_mask` marks, from the cells)."""
+    rows = torch.arange(hw[0], device=cells.device)
+    cols = torch.arange(hw[1], device=cells.device)
+    valid_rows = rows[None, :] < cells[:, 0:1]
+    valid_cols = cols[None, :] < cells[:, 1:2]
+    return (valid_rows[:, :, None] & valid_cols[:, None, :])[:, None]

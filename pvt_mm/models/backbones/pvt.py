@@ -425,7 +425,9 @@ class PVT(BaseModule):
         shapes = current_valid_sizes() if img_shapes is None else img_shapes
         if shapes is None:
             return None
-        if len(shapes) != x.shape[0]:
+        # A tensor's batch is checked by the ops that use it: comparing it here would pin
+        # a traced graph's batch to the example's.
+        if not isinstance(shapes, Tensor) and len(shapes) != x.shape[0]:
             raise ValueError(f'Got {len(shapes)} image sizes for a batch of {x.shape[0]} images; '
                              'give one (h, w) per image.')
         sizes = padded_valid_sizes(shapes, x.shape[2:])
