@@ -140,6 +140,15 @@ def evaluate_on_both_stacks(config: str, checkpoint: Path, work: Path,
     return results[0], results[1]
 
 
+def assert_matches_official(model, official, x) -> None:
+    """``model``'s stage maps (eval mode) equal the official model's ``forward_dense`` on ``x``
+    (fp32 tolerances of a loaded, converted checkpoint)."""
+    import torch
+    with torch.no_grad():
+        for a, b in zip(model.eval()(x), official.forward_dense(x), strict=True):
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
 def assert_same_detections(a: list, b: list, score_tol: float = 1e-3, box_tol: float = 0.05) -> None:
     """Two ``--out`` dumps of the same images agree: every image has detections on both
     sides, and its best detection (label, score, box) is the same."""

@@ -276,7 +276,7 @@ def test_v2_checkpoint_of_another_variant_is_a_strict_report(tmp_path):
 
 @pytest.mark.compat
 def test_converter_tool_converts_v2(tmp_path):
-    from .conftest import run_tool
+    from .conftest import assert_matches_official, run_tool
     torch.manual_seed(0)
     official = OfficialPVTv2().perturb_norms_().eval()
     src, out = tmp_path / 'pvt_v2_b0.pth', tmp_path / 'converted.pth'
@@ -286,10 +286,7 @@ def test_converter_tool_converts_v2(tmp_path):
     assert 'stages.0.layers.0.mlp.dwconv.weight' in state and 'stages.2.norm.weight' in state
     model = PVTv2(arch='b0', init_cfg=dict(type='Pretrained', checkpoint=str(out)))
     model.init_weights()
-    x = torch.randn(1, 3, 45, 61)
-    with torch.no_grad():
-        for a, b in zip(model.eval()(x), official.forward_dense(x), strict=True):
-            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+    assert_matches_official(model, official, torch.randn(1, 3, 45, 61))
 
 
 def test_attention_maps_of_linear_sra():
