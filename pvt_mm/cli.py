@@ -1,5 +1,5 @@
-"""The command-line conventions that pvt_mm's tools share: the ``--cfg-options`` flag and
-how a tool ends (its result line on stdout, or one ``error: ...`` line on stderr and a
+"""The command-line conventions that pvt_mm's tools share: the ``--cfg-options`` flag, sizes
+written ``HxW``, and how a tool ends (its result line on stdout, or one ``error: ...`` line on stderr and a
 non-zero exit status for an error the user can fix)."""
 import argparse
 import sys
@@ -18,6 +18,17 @@ def add_cfg_options(parser: argparse.ArgumentParser, example: str) -> None:
     from mmengine.config import DictAction
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help=f'override config settings, e.g. {example}')
+
+
+def hw_size(text: str) -> Tuple[int, int]:
+    """An argparse ``type``: ``'HxW'`` -> ``(H, W)``, both positive."""
+    try:
+        h, w = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r}: give a size as HxW, e.g. 512x672') from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f'{text!r}: both sides must be positive')
+    return h, w
 
 
 def run_tool(work: Callable[[], Optional[str]], user_errors: ErrorTypes, status: int = 2) -> int:

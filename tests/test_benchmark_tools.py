@@ -127,3 +127,30 @@ def test_cuda_mixed_precision_trains_the_main_job_config(tmp_path, flags):
     skipped = [r['iter'] for r in steps[5:] if not math.isfinite(r.get('grad_norm', 0.0))]
     assert not skipped, f'non-finite grad_norm (skipped steps) at iterations {skipped}'
     assert any('coco/bbox_mAP' in r for r in records)
+
+
+def test_batch_invariance_cost_tool_times_each_pair():
+    """benchmark_batch_invariance.py: a row per case, the ratio of the printed medians."""
+    out = _run(['tools/analysis/benchmark_batch_invariance.py', '--archs', 'b0',
+                '--shape', '64x64', '--mixed', '64x64', '32x64', '--det-shape', '64x96',
+                '--det-mixed', '64x96', '32x64', '--repeat', '2', '--warmup', '1'])
+    rows = [r for r in _table(out) if r[0] != 'case']
+    assert [r[0] for r in rows] == ['b0 backbone, batch 1', 'b0 backbone, batch 2 mixed',
+                                    'pvtv2_b0_fpn_shapes, batch 1',
+                                    'pvtv2_b0_fpn_shapes, batch 2 mixed'], out
+    assert rows[1][1] == '64x64, 32x64 in 64x64', rows[1]
+    for row in rows:
+        invariant, plain, ratio = (float(v) for v in row[2:5])
+        assert invariant > 0 and plain > 0
+        assert ratio == pytest.approx(invariant / plain, rel=0.02, abs=0.002), row
+
+
+def test_batch_invariance_cost_refuses_a_pair_that_differs_unpadded(monkeypatch):
+    """The timed pair is checked first: unpadded, the invariant backbone must give exactly
+    the plain one's maps (here the invariant one gets other weights, so it does not)."""
+    from pvt_mm import batch_invariance_cost as cost
+    real = cost.build_backbone
+    monkeypatch.setattr(cost, 'build_backbone', lambda arch, seed, batch_invariant: real(
+        arch, seed + int(batch_invariant), batch_invariant=batch_invariant))
+    with pytest.raises(AssertionError, match='differs from the plain one'):
+        cost.backbone_cost('b0', (64, 64), [(64, 64), (32, 64)], warmup=0, repeat=1)

@@ -14,25 +14,14 @@ Example (the issue's sizes)::
         --batch 512x672 512x864 640x864
 """
 import argparse
-import platform
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 
 from pvt_mm.batch_invariance_check import build_backbone, measure_stages, stage_table
-from pvt_mm.cli import run_tool
+from pvt_mm.cli import hw_size, run_tool
 from pvt_mm.models.backbones.archs import names
-
-
-def size(text: str) -> Tuple[int, int]:
-    """``'HxW'`` -> ``(H, W)``."""
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text!r}: give a size as HxW, e.g. 512x672') from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f'{text!r}: both sides must be positive')
-    return h, w
+from pvt_mm.timing import machine_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--archs', nargs='+', default=list(names()), choices=list(names()),
                         metavar='ARCH', help=f'presets (default: all of {", ".join(names())})')
-    parser.add_argument('--image', type=size, default=(512, 672), help='the image, HxW')
-    parser.add_argument('--batch', type=size, nargs='+', default=[(512, 672), (512, 864), (640, 864)],
+    parser.add_argument('--image', type=hw_size, default=(512, 672), help='the image, HxW')
+    parser.add_argument('--batch', type=hw_size, nargs='+', default=[(512, 672), (512, 864), (640, 864)],
                         help='padded batch sizes, HxW each (the image\'s own padded size gives '
                         'the numerical floor of a batch of two)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the weights and images')
@@ -53,17 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help='more backbone arguments, key=value each')
     parser.add_argument('--out', help='also write the table (markdown) to this file')
     return parser
-
-
-def machine() -> str:
-    """The CPU (``/proc/cpuinfo``'s model name), thread count and torch version."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    return f'{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, fp32'
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -78,7 +56,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             told = rows[arch][0].told
         table = stage_table(rows)
         text = (f'Largest relative difference in the image\'s region, stages 1-{len(rows[arch][0].diffs)} '
-                f'(random weights, seed {args.seed}; sizes told by {told}); {machine()}\n\n{table}')
+                f'(random weights, seed {args.seed}; sizes told by {told}); {machine_line()}\n\n{table}')
         if args.out:
             with open(args.out, 'w') as f:
                 f.write(text + '\n')

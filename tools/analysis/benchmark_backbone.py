@@ -40,7 +40,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from pvt_mm.timing import exact_fp32, timed_call
+from pvt_mm.timing import exact_fp32, interleaved
 
 MODELS = ('pvt_mm', 'mmdet_pvt', 'resnet50')
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -204,13 +204,7 @@ def time_case(models: Dict[str, nn.Module], shape: Tuple[int, int], batch: int, 
     for name in names:
         set_mode(models[name], mode)
         steps[name] = make_step(models[name], x, mode, dtype, device)
-    times: Dict[str, List[float]] = {name: [] for name in names}
-    for r in range(warmup + repeat):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            seconds = timed_call(steps[name], device)
-            if r >= warmup:
-                times[name].append(seconds)
+    times = interleaved(steps, warmup, repeat, device)
     for name in names:
         models[name].zero_grad(set_to_none=True)
         models[name].eval()
