@@ -201,9 +201,12 @@ class TestRun:
 
 def run_test_tool(config: str, checkpoint: str, work_dir: Path, batch_size: int,
                   cfg_options: Sequence[str] = (), python: str = sys.executable,
-                  env: Optional[Dict[str, str]] = None, timeout: float = 900) -> TestRun:
+                  env: Optional[Dict[str, str]] = None, timeout: float = 900,
+                  processes: int = 1) -> TestRun:
     """``tools/test.py CONFIG CHECKPOINT --out`` with ``test_dataloader.batch_size`` set, as a
-    user runs it (a fresh process, from the repository root).
+    user runs it (a fresh process, from the repository root); with ``processes`` > 1,
+    ``tools/dist_test.sh CONFIG CHECKPOINT N`` (each rank pads its own batches; ``--out``
+    gathers every rank's results).
 
     Args:
         config: The config file.
@@ -214,24 +217,26 @@ def run_test_tool(config: str, checkpoint: str, work_dir: Path, batch_size: int,
         python: The interpreter.
         env: Extra environment variables.
         timeout: Seconds before the run is stopped.
+        processes: How many processes (``tools/dist_test.sh``'s ``GPUS``; CPU ranks use gloo).
 
     Raises:
         RuntimeError: the tool failed (its output's tail is in the message).
     """
-    script = REPO / 'tools' / 'test.py'
+    script = REPO / 'tools' / ('test.py' if processes == 1 else 'dist_test.sh')
     if not script.is_file():
         raise RuntimeError(f'{script} not found: the comparison runs tools/test.py of a source '
                            'checkout of pvt_mm.')
     work_dir = Path(work_dir)
     out = work_dir / 'preds.pkl'
-    cmd = [python, str(script), str(config), str(checkpoint), '--work-dir', str(work_dir),
-           '--out', str(out), '--cfg-options', f'test_dataloader.batch_size={batch_size}',
-           *map(str, cfg_options)]
+    launch = ([python, str(script), str(config), str(checkpoint)] if processes == 1
+              else ['bash', str(script), str(config), str(checkpoint), str(processes)])
+    cmd = [*launch, '--work-dir', str(work_dir), '--out', str(out),
+           '--cfg-options', f'test_dataloader.batch_size={batch_size}', *map(str, cfg_options)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, **(env or {})))
     if proc.returncode != 0:
-        raise RuntimeError(f'tools/test.py at batch size {batch_size} exited {proc.returncode}:\n'
-                           + (proc.stdout + proc.stderr)[-4000:])
+        raise RuntimeError(f'{script.name} ({processes} process(es)) at batch size {batch_size} '
+                           f'exited {proc.returncode}:\n' + (proc.stdout + proc.stderr)[-4000:])
     metrics = json.loads((work_dir / 'test_metrics.json').read_text())
     with open(out, 'rb') as f:
         preds = pickle.load(f)
@@ -377,7 +382,8 @@ def compare_segmentation_dumps(a: Sequence[dict], b: Sequence[dict], metric_a: f
 def compare_test_runs(config: str, checkpoint: str, work_dir: Path,
                       batch_sizes: Tuple[int, int] = (1, 4), cfg_options: Sequence[str] = (),
                       env: Optional[Dict[str, str]] = None,
-                      timeout: float = 900) -> Comparison:
+                      timeout: float = 900,
+                      processes: Tuple[int, int] = (1, 1)) -> Comparison:
     """``tools/test.py`` at two ``test_dataloader.batch_size`` values, compared.
 
     A detector (``coco/bbox_mAP`` in its metrics) is compared by
@@ -392,12 +398,14 @@ def compare_test_runs(config: str, checkpoint: str, work_dir: Path,
         cfg_options: ``--cfg-options`` of both runs (e.g. a mixed-size set's data root).
         env: Extra environment variables of both runs.
         timeout: Seconds per run.
+        processes: The processes of each run (``tools/dist_test.sh`` where more than 1).
 
     Returns:
         The :class:`Comparison`; :meth:`Comparison.check` raises if they differ.
     """
-    runs = [run_test_tool(config, checkpoint, Path(work_dir) / f'bs{n}', n, cfg_options,
-                          env=env, timeout=timeout) for n in batch_sizes]
+    runs = [run_test_tool(config, checkpoint, Path(work_dir) / f'bs{n}x{p}', n, cfg_options,
+                          env=env, timeout=timeout, processes=p)
+            for n, p in zip(batch_sizes, processes)]
     first, second = runs
     if 'coco/bbox_mAP' in first.metrics:
         from mmengine.config import Config

@@ -139,6 +139,21 @@ def test_main_job_detections_same_at_batch_1_and_4(main_job, mixed_shapes_root, 
     comparison.check()
 
 
+def test_main_job_detections_same_alone_and_in_dist_test_batches(main_job, mixed_shapes_root,
+                                                                  tmp_path):
+    """The same proof distributed: ``tools/dist_test.sh ... 2`` at batch size 4 (each rank
+    pads its own batches of mixed sizes, the hook sits inside the DDP wrapper) gives the
+    detections and COCO AP of one process at batch size 1."""
+    work, result = main_job
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    ckpt = sorted(work.glob('epoch_*.pth'))[-1]
+    comparison = compare_test_runs(MAIN_JOB_CONFIG, str(ckpt), tmp_path, (1, 4),
+                                   shapes_options(mixed_shapes_root) + no_worker_options(),
+                                   env=cpu_only(dict(OMP_NUM_THREADS='1')), timeout=600,
+                                   processes=(1, 2))
+    assert comparison.images == 12 and min(comparison.detections) > 0, comparison.summary()
+    comparison.check()
+
 
 def test_main_job_detections_differ_without_batch_invariance(main_job, mixed_shapes_root,
                                                              tmp_path):
