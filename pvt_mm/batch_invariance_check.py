@@ -352,8 +352,11 @@ def compare_detection_dumps(a: Sequence[dict], b: Sequence[dict], metric_a: floa
 def compare_segmentation_dumps(a: Sequence[dict], b: Sequence[dict], metric_a: float,
                                metric_b: float, metric: str = 'mIoU') -> Comparison:
     """Compare two mmseg ``--out`` dumps (:class:`pvt_mm.evaluation.DumpSegResults`) of the
-    same images, paired by ``img_path``: every label map must be the same, pixel for pixel,
-    and the metric within :data:`METRIC_ATOL`."""
+    same images, paired by ``img_path``: every label map of the same shape, the same label at
+    all but one in 10,000 pixels (:data:`pvt_mm.deploy.verify.PIXEL_AGREEMENT`, as the ONNX
+    checks: an argmax whose two best logits tie within float rounding goes either way, and
+    the dump holds no logits to tell), and the metric within :data:`METRIC_ATOL`."""
+    from .deploy.verify import PIXEL_AGREEMENT
     ra, rb = _by_key(a, 'img_path'), _by_key(b, 'img_path')
     failures = []
     if set(ra) != set(rb):
@@ -371,8 +374,9 @@ def compare_segmentation_dumps(a: Sequence[dict], b: Sequence[dict], metric_a: f
         images_differ += n > 0
     if not pixels:
         failures.append('nothing to compare: no label maps')
-    if differ:
-        failures.append(f'{differ} of {pixels} pixels ({images_differ} images) have another label')
+    if differ > (1 - PIXEL_AGREEMENT) * pixels + 1e-6:  # (1e-6: 1 - 0.9999 is not exact)
+        failures.append(f'{differ} of {pixels} pixels ({images_differ} images) have another '
+                        f'label (at most {1 - PIXEL_AGREEMENT:.2%} may)')
     if not abs(metric_a - metric_b) <= METRIC_ATOL:
         failures.append(f'{metric} {metric_a:.4f} against {metric_b:.4f} (tolerance {METRIC_ATOL})')
     worst = dict(pixels_differ=differ, images_differ=images_differ)

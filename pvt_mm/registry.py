@@ -6,7 +6,8 @@
 and ``MaskedGN`` norm) in pvt_mm's own registries and in those of
 mmdet, mmsegmentation and mmpretrain, for each of them that is installed, so ``type='PVT'``
 builds under any of those default scopes. mmdet also gets ``FocalLossFP32`` (the focal loss
-that keeps mixed precision finite).
+that keeps mixed precision finite), mmseg ``PaddedSegDataPreProcessor`` (its data
+preprocessor, padding a test batch of mixed sizes instead of refusing it).
 """
 import importlib
 from typing import Dict, List
@@ -54,6 +55,11 @@ def register_all_modules() -> List[str]:
             # Subclasses mmdet's own loss, so it is importable only with mmdet installed.
             from .models.losses import FocalLossFP32
             targets.append((library.MODELS, {'FocalLossFP32': FocalLossFP32}))
+        if scope == 'mmseg':
+            # Subclasses mmseg's own data preprocessor: importable only with mmseg installed.
+            from .models.seg_preprocessor import PaddedSegDataPreProcessor
+            targets.append((library.MODELS,
+                            {'PaddedSegDataPreProcessor': PaddedSegDataPreProcessor}))
         scopes.append(scope)
     for registry, classes in targets:
         for name, cls in classes.items():

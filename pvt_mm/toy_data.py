@@ -44,6 +44,8 @@ class ToyDataset:
             and 2 validation images'``.
         train_help: ``--help`` text of ``--train``.
         val_help: ``--help`` text of ``--val``.
+        add_arguments: Adds the generator's own options to the command line; their values
+            reach ``write`` as keyword arguments (``--mixed-sizes`` as ``mixed_sizes=``).
     """
 
     name: str
@@ -51,9 +53,10 @@ class ToyDataset:
     default_train: int
     default_val: int
     done_marker: str
-    write: Callable[[str, int, int, np.random.Generator], str]
+    write: Callable[..., str]
     train_help: str = 'number of training images'
     val_help: str = 'number of validation images'
+    add_arguments: Optional[Callable[[argparse.ArgumentParser], None]] = None
 
 
 def write_atomically(out: str, name: str, write: Callable[[str], str]) -> str:
@@ -90,6 +93,8 @@ def build_parser(spec: ToyDataset) -> argparse.ArgumentParser:
     parser.add_argument('--val', type=int, default=spec.default_val, help=spec.val_help)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--force', action='store_true', help='regenerate even if it exists')
+    if spec.add_arguments is not None:
+        spec.add_arguments(parser)
     return parser
 
 
@@ -111,8 +116,10 @@ def generator_main(spec: ToyDataset, argv: Optional[List[str]] = None) -> int:
         print(f'{args.out} already exists; use --force to regenerate')
         return 0
     rng = np.random.default_rng(args.seed)
+    options = {k: v for k, v in vars(args).items()
+               if k not in ('out', 'train', 'val', 'seed', 'force')}
     summary = write_atomically(args.out, spec.name,
-                               lambda root: spec.write(root, args.train, args.val, rng))
+                               lambda root: spec.write(root, args.train, args.val, rng, **options))
     print(f'wrote {summary} to {args.out}')
     return 0
 

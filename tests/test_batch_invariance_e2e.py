@@ -4,9 +4,10 @@ The measurements (:mod:`pvt_mm.batch_invariance_check`, ``tools/analysis/batch_i
 are tested for what they can tell: a padded batch whose backbone is not told the valid
 sizes differs, a batch that pads nothing agrees, and a comparison of nothing fails.
 
-The proof itself: every preset's stage maps, and ``tools/test.py``'s detections and COCO AP
-at ``test_dataloader.batch_size=1`` against ``=4`` on a mixed-size set, with the old
-behaviour (``batch_invariant=False``, no hook) shown to fail the same check.
+The proof itself: every preset's stage maps, ``tools/test.py``'s detections and COCO AP at
+``test_dataloader.batch_size=1`` against ``=4`` on a mixed-size set, and Semantic FPN's label
+maps and mIoU at ``=1`` against ``=2`` on a mixed-size set, with the old behaviour
+(``batch_invariant=False``, no hook) shown to fail the same checks.
 """
 import copy
 import json
@@ -16,7 +17,8 @@ import torch
 
 from pvt_mm.batch_invariance_check import (STAGE_RTOL, BatchInvarianceError, build_backbone,
                                            compare_detection_dumps, compare_segmentation_dumps,
-                                           compare_test_runs, measure_stages, stage_table)
+                                           compare_test_runs, measure_stages, run_test_tool,
+                                           stage_table)
 from pvt_mm.models.backbones.archs import rows
 
 from .conftest import (SEG_TINY_CONFIG, ade_options, cpu_only, no_worker_options, run_tool,
@@ -99,6 +101,15 @@ def test_segmentation_comparison_fails_on_one_pixel_and_on_nothing():
     b = copy.deepcopy(a)
     b[1]['pred_sem_seg']['data'][0, 3, 5] = 7
     assert '1 of 48 pixels (1 images)' in compare_segmentation_dumps(a, b, 0.3, 0.3).summary()
+    # 1 in 10,000 pixels may flip (a tie of the two best logits within float rounding).
+    big = [dict(img_path=f'{i}.jpg', pred_sem_seg=dict(data=torch.zeros(1, 100, 100,
+                                                                       dtype=torch.long)))
+           for i in range(2)]
+    flipped = copy.deepcopy(big)
+    flipped[0]['pred_sem_seg']['data'][0, 0, :2] = 3
+    assert compare_segmentation_dumps(big, flipped, 0.3, 0.3).equal
+    flipped[1]['pred_sem_seg']['data'][0, 5, 5] = 3
+    assert not compare_segmentation_dumps(big, flipped, 0.3, 0.3).equal
     assert not compare_segmentation_dumps(a, a, 0.3, 0.302).equal
     assert not compare_segmentation_dumps([], [], 0.3, 0.3).equal
 
@@ -170,13 +181,76 @@ def test_main_job_detections_differ_without_batch_invariance(main_job, mixed_sha
     with pytest.raises(BatchInvarianceError):
         comparison.check()
 
-def test_semantic_fpn_same_label_maps_at_batch_1_and_2(trained_segmentor, ade_root, tmp_path):
-    """tools/test.py with the trained Semantic FPN at test_dataloader.batch_size=1 and =2:
-    the same label map on every pixel and the same mIoU. The ADE20K-layout set's images share
-    one size, so nothing is padded: mmseg 1.2's SegDataPreProcessor refuses a test batch of
-    mixed sizes ('The image size in a batch should be the same'), so a mixed-size Semantic
-    FPN check needs a preprocessor that pads test batches first."""
-    comparison = compare_test_runs(SEG_TINY_CONFIG, str(trained_segmentor.checkpoint), tmp_path,
-                                   (1, 2), ade_options(ade_root), env=cpu_only(), timeout=600)
-    assert comparison.images == 2 and comparison.metric == 'mIoU', comparison.summary()
+
+@pytest.fixture(scope='module')
+def mixed_ade_root(tmp_path_factory):
+    """6 held-out ADE20K-layout scenes, each of its own size (64-256 px per side). Seed 2:
+    through the test pipeline (shorter side 128, sides multiples of 32) they are 288x128,
+    128x224, 128x192, 224x128, 288x128 and 160x128, so each batch of 2 (the loader keeps
+    the files' order) holds two sizes: 5 of the 6 images are padded, in both directions in
+    the first two batches."""
+    root = tmp_path_factory.mktemp('data') / 'ade20k_mixed'
+    run_tool(['tools/misc/make_ade20k_tiny.py', '--out', root, '--train', '1', '--val', '6',
+              '--mixed-sizes', '64', '256', '--seed', '2'])
+    return root
+
+
+def test_mixed_size_ade_set_has_scenes_of_many_sizes(mixed_ade_root):
+    """--mixed-sizes gives each validation scene its own size, its label map the same size."""
+    from PIL import Image
+    images = sorted((mixed_ade_root / 'images' / 'validation').glob('*.jpg'))
+    sizes = [Image.open(path).size for path in images]
+    assert len(set(sizes)) == 6 and all(64 <= s <= 256 for size in sizes for s in size)
+    for path, size in zip(images, sizes):
+        label = mixed_ade_root / 'annotations' / 'validation' / (path.stem + '.png')
+        assert Image.open(label).size == size
+    assert all(Image.open(p).size == (160, 120)
+               for p in (mixed_ade_root / 'images' / 'training').glob('*.jpg'))
+
+
+@pytest.fixture(scope='module')
+def semfpn_alone(trained_segmentor, mixed_ade_root, tmp_path_factory):
+    """tools/test.py with the trained Semantic FPN on the mixed-size scenes, one at a time."""
+    return run_test_tool(SEG_TINY_CONFIG, str(trained_segmentor.checkpoint),
+                         tmp_path_factory.mktemp('semfpn') / 'bs1', 1, ade_options(mixed_ade_root),
+                         env=cpu_only(), timeout=600)
+
+
+def _semfpn_in_pairs(trained_segmentor, mixed_ade_root, work, extra=()):
+    run = run_test_tool(SEG_TINY_CONFIG, str(trained_segmentor.checkpoint), work, 2,
+                        ade_options(mixed_ade_root) + list(extra), env=cpu_only(), timeout=600)
+    # The comparison compares padded images: each batch of 2 holds two sizes, padded to one.
+    padded = [tuple(p['img_shape']) != tuple(p['pad_shape']) for p in run.preds]
+    for first, second in zip(run.preds[0::2], run.preds[1::2]):
+        assert tuple(first['img_shape']) != tuple(second['img_shape'])
+        assert tuple(first['pad_shape']) == tuple(second['pad_shape'])
+    assert padded == [True, True, True, True, False, True], padded
+    return run
+
+
+def test_semantic_fpn_same_label_maps_at_batch_1_and_2(trained_segmentor, mixed_ade_root,
+                                                        semfpn_alone, tmp_path):
+    """Issue 27's proof for Semantic FPN, through the user's path: tools/test.py on a
+    mixed-size held-out set at test_dataloader.batch_size=1 and =2 gives the same label map on
+    every pixel and the same mIoU. The configs' PaddedSegDataPreProcessor pads the batch of 2
+    (mmseg's own refuses it, tests/test_seg_preprocessor.py)."""
+    pairs = _semfpn_in_pairs(trained_segmentor, mixed_ade_root, tmp_path)
+    comparison = compare_segmentation_dumps(semfpn_alone.preds, pairs.preds,
+                                            semfpn_alone.metrics['mIoU'], pairs.metrics['mIoU'])
+    assert comparison.images == 6 and comparison.detections[0] > 0, comparison.summary()
     comparison.check()
+
+
+def test_semantic_fpn_label_maps_differ_without_batch_invariance(trained_segmentor,
+                                                                 mixed_ade_root, semfpn_alone,
+                                                                 tmp_path):
+    """The same check on the old behaviour (the backbone option off, no hook; a batch of one
+    is the old code path bit for bit): the batch of 2 changes the label maps."""
+    old = ['custom_hooks=[]', 'model.backbone.batch_invariant=False']
+    pairs = _semfpn_in_pairs(trained_segmentor, mixed_ade_root, tmp_path, old)
+    comparison = compare_segmentation_dumps(semfpn_alone.preds, pairs.preds,
+                                            semfpn_alone.metrics['mIoU'], pairs.metrics['mIoU'])
+    assert comparison.images == 6 and comparison.detections[0] > 0, comparison.summary()
+    assert comparison.worst['pixels_differ'] > 0, comparison.summary()
+    with pytest.raises(BatchInvarianceError):
+        comparison.check()

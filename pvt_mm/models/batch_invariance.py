@@ -272,8 +272,8 @@ def _dense_head_output_hook(module: nn.Module, args: tuple, output: Any) -> Any:
 
 
 def _decode_head_output_hook(module: nn.Module, args: tuple, output: Any) -> Any:
-    """Forward hook on a segmentation head: edge-replicate its logits, which mmseg resizes
-    bilinearly to the input size."""
+    """Forward hook on a segmentation head's ``conv_seg``: edge-replicate its logits, which
+    mmseg resizes bilinearly to the input size."""
     if isinstance(output, Tensor):
         return replicate_outside(output)
     return None
@@ -328,8 +328,10 @@ def _mask_part(part: nn.Module, attr: str, handles: List[Any]) -> List[str]:
         handles.append(leaf.register_forward_hook(_zero_output_hook))
     if getattr(part, 'use_sigmoid_cls', False):
         handles.append(part.register_forward_hook(_dense_head_output_hook))
-    elif hasattr(part, 'conv_seg'):  # mmseg's BaseDecodeHead
-        handles.append(part.register_forward_hook(_decode_head_output_hook))
+    elif isinstance(getattr(part, 'conv_seg', None), nn.Module):  # mmseg's BaseDecodeHead
+        # On conv_seg (the logits' last op; after its zeroing hook above), not on the head:
+        # mmseg's BaseDecodeHead.predict / loss call self.forward, past the head's own hooks.
+        handles.append(part.conv_seg.register_forward_hook(_decode_head_output_hook))
     return plain_gn
 
 
@@ -360,6 +362,12 @@ def masked_maps(model: nn.Module, sizes: Union[Sequence[HW], Tensor, None],
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _slides(model: nn.Module) -> bool:
+    """Whether a segmentor predicts by sliding windows (mmseg's ``test_cfg.mode='slide'``)."""
+    test_cfg = getattr(model, 'test_cfg', None)
+    return hasattr(test_cfg, 'get') and test_cfg.get('mode') == 'slide'
 
 
 class BatchInvariance:
@@ -400,6 +408,12 @@ class BatchInvariance:
             batch_hw = tuple(inputs.shape[-2:])
             divisor = preprocessor_divisor(module) if self.divisor == -1 else self.divisor
             sizes = sizes_from_data_samples(samples, batch_hw, divisor)
+            if not module.training and is_padded(sizes, batch_hw) and _slides(module):
+                raise ValueError(
+                    "test_cfg mode='slide' slides its windows over the padded batch, so a "
+                    "smaller image's windows are not those it gets alone and its result "
+                    'depends on the batch; batch invariance cannot mask that. Test with '
+                    "test_dataloader.batch_size=1, or with model.test_cfg.mode='whole'.")
             # No img_shape (e.g. mode='tensor' without data samples): leave whatever the
             # caller set around this call (padded_batch) as it is.
             if sizes is not None or divisor is None:

@@ -4,7 +4,9 @@
 _base_ = ['mmseg::_base_/models/fpn_r50.py', '../pvt.py']
 model = dict(
     pretrained=None,  # weights come through the backbone's init_cfg
-    data_preprocessor=dict(size=(512, 512)),  # the training crop size
+    # The training crop size; PaddedSegDataPreProcessor (pvt_mm) is mmseg's SegDataPreProcessor
+    # padding a test batch of mixed sizes instead of refusing it (docs/batch_invariance.md).
+    data_preprocessor=dict(type='PaddedSegDataPreProcessor', size=(512, 512)),
     backbone={{_base_.pvt_backbone}},
     neck=dict(in_channels={{_base_.pvt_stage_widths}}, out_channels=256, num_outs=4),
     decode_head=dict(
