@@ -444,32 +444,40 @@ def mask_rcnn():
     return model.eval()
 
 
-def _paired(a, b, atol=0.01):
-    """``b``'s instances in the order of ``a``'s, each the nearest box (of the same label where
-    there are labels), or ``None`` when a box has none within ``atol`` px or the counts differ:
+def _pairing(a, b, atol=0.01):
+    """The indices of ``b``'s instances in the order of ``a``'s, each the nearest box of the
+    same label, or ``None`` when a box has none within ``atol`` px or the counts differ:
     equal scores (to rounding) may come in either order."""
     if len(a) != len(b):
         return None
     dist = torch.cdist(a.bboxes, b.bboxes, p=float('inf'))
-    if 'labels' in a and 'labels' in b:
-        dist[a.labels[:, None] != b.labels[None, :]] = float('inf')
+    dist[a.labels[:, None] != b.labels[None, :]] = float('inf')
     nearest = dist.argmin(1) if len(a) else torch.zeros(0, dtype=torch.long)
     if len(a) and (dist.min(1).values > atol).any() or len(set(nearest.tolist())) != len(a):
         return None
-    return b[nearest]
+    return nearest
 
 
 def _two_stage_results(model, feats, shapes):
-    """mmdet's TwoStageDetector.predict from the backbone's features on: the RPN's proposals
-    and the RoI head's detections (boxes and masks, at each image's img_shape)."""
+    """mmdet's TwoStageDetector.predict from the backbone's features on: the RPN's proposals,
+    the RoI head's detections (boxes and masks, at each image's img_shape) and each image's
+    mask logits (the mask head's output for its detections, before pasting and the 0.5
+    threshold)."""
     from mmdet.structures import DetDataSample
     samples = [DetDataSample(metainfo=dict(img_shape=s, ori_shape=s, scale_factor=(1.0, 1.0)))
                for s in shapes]
-    with torch.no_grad():
-        x = model.neck(feats)
-        proposals = model.rpn_head.predict(x, samples, rescale=False)
-        results = model.roi_head.predict(x, [p.clone() for p in proposals], samples, rescale=True)
-    return proposals, results
+    logits = []
+    capture = model.roi_head.mask_head.register_forward_hook(lambda m, a, o: logits.append(o))
+    try:
+        with torch.no_grad():
+            x = model.neck(feats)
+            proposals = model.rpn_head.predict(x, samples, rescale=False)
+            results = model.roi_head.predict(x, [p.clone() for p in proposals], samples,
+                                             rescale=True)
+    finally:
+        capture.remove()
+    (logits,) = logits
+    return proposals, results, logits.split([len(r) for r in results])
 
 
 @pytest.mark.compat  # mmcv 2.1's RoIAlign and mmdet 3.3's heads too
@@ -492,11 +500,12 @@ def test_mask_rcnn_gives_each_image_its_own_proposals_and_detections(mask_rcnn, 
     installed = enable_batch_invariance(model, modules[mask_modules])
     try:
         with padded_batch(sizes, RCNN_BATCH_HW):
-            proposals_b, results_b = _two_stage_results(model, batched, shapes)
+            proposals_b, results_b, logits_b = _two_stage_results(model, batched, shapes)
         same = []
         for i, hw in enumerate(sizes):
             with padded_batch([hw], hw):
-                proposals_a, results_a = _two_stage_results(model, alone[i], shapes[i:i + 1])
+                proposals_a, results_a, logits_a = _two_stage_results(model, alone[i],
+                                                                      shapes[i:i + 1])
             pa, pb = proposals_a[0], proposals_b[i]
             ra, rb = results_a[0], results_b[i]
             assert len(ra) > 10 and ra.masks.any()  # something to compare
@@ -508,10 +517,20 @@ def test_mask_rcnn_gives_each_image_its_own_proposals_and_detections(mask_rcnn, 
                 assert dist.min(0).values.max() <= 0.01 and dist.min(1).values.max() <= 0.01
                 torch.testing.assert_close(pb.scores.sort().values, pa.scores.sort().values,
                                            rtol=0, atol=1e-4)
-            rb = _paired(ra, rb)
-            same.append(rb is not None and torch.equal(ra.labels, rb.labels)
+            pairs = _pairing(ra, rb)
+            if pairs is None:
+                same.append(False)
+                continue
+            rb, mask_logits_b = rb[pairs], logits_b[i][pairs]
+            # A mask pixel whose probability is 0.5 to rounding may flip (seen on torch 2.1:
+            # one pixel, 127/255 in both soft masks): the mask logits are compared (relative
+            # to the largest: boxes 3e-5 px apart sample RoIAlign ~4e-6 of it apart), and the
+            # binary masks to a pixel or two.
+            same.append(bool(torch.equal(ra.labels, rb.labels)
                         and torch.allclose(ra.scores, rb.scores, rtol=0, atol=1e-4)
-                        and torch.equal(ra.masks, rb.masks))
+                        and torch.allclose(mask_logits_b, logits_a[0], rtol=1e-5,
+                                           atol=1e-5 * logits_a[0].abs().max())
+                        and (ra.masks != rb.masks).sum() <= 2))
         # The image that fills the batch reads no padding either way.
         assert same[0]
         assert all(same) == (mask_modules == 'all'), same
