@@ -391,7 +391,8 @@ def test_semantic_fpn_gives_each_image_its_own_logits(masked):
                                     'configs/mask_rcnn/pvt_tiny_fpn_shapes.py'])
 def test_other_families_train_and_predict_on_mixed_sizes_with_the_hook(config):
     """DETR (its head works on queries: not masked; its preprocessor's divisor is 1) and
-    Mask R-CNN (RPN masked, RoI head not): the hook's masking must not break them."""
+    Mask R-CNN (RPN and RoI extractors masked; in training too): the hook's masking must not
+    break them."""
     import numpy as np
     from mmdet.structures.mask import BitmapMasks
     from mmengine.optim import OptimWrapper
@@ -418,3 +419,141 @@ def test_other_families_train_and_predict_on_mixed_sizes_with_the_hook(config):
         assert padding.is_padded(seen[0], (256, 320) if divisor == 32 else (250, 301))
     finally:
         installed.remove()
+
+
+# --- Mask R-CNN: RPN proposals, RoIAlign, bbox and mask heads ------------------------------
+
+MASK_RCNN = 'configs/mask_rcnn/pvt_tiny_fpn_shapes.py'
+# One image fills the batch; the smaller two have fewer RPN anchors than the batch per level
+# (so the padding's would fill the proposal list) and boxes reaching their last map cells
+# (their img_shape is their valid size less a pixel or two).
+RCNN_SIZES = ((224, 288), (96, 128), (160, 192))
+RCNN_BATCH_HW = (224, 288)
+
+
+@pytest.fixture(scope='module')
+def mask_rcnn():
+    torch.manual_seed(0)
+    _, model = build_from_config(MASK_RCNN, with_weights=False)
+    model.init_weights()
+    torch.manual_seed(5)
+    # Random weights give every anchor and every RoI nearly the same score; spread them, so
+    # that proposals and detections are ranked by the features and not by rounding.
+    nn.init.normal_(model.rpn_head.rpn_cls.weight, std=0.1)
+    nn.init.normal_(model.roi_head.bbox_head.fc_cls.weight, std=0.05)
+    return model.eval()
+
+
+def _pairing(a, b, atol=0.01):
+    """The indices of ``b``'s instances in the order of ``a``'s, each the nearest box of the
+    same label, or ``None`` when a box has none within ``atol`` px or the counts differ:
+    equal scores (to rounding) may come in either order."""
+    if len(a) != len(b):
+        return None
+    dist = torch.cdist(a.bboxes, b.bboxes, p=float('inf'))
+    dist[a.labels[:, None] != b.labels[None, :]] = float('inf')
+    nearest = dist.argmin(1) if len(a) else torch.zeros(0, dtype=torch.long)
+    if len(a) and (dist.min(1).values > atol).any() or len(set(nearest.tolist())) != len(a):
+        return None
+    return nearest
+
+
+def _two_stage_results(model, feats, shapes):
+    """mmdet's TwoStageDetector.predict from the backbone's features on: the RPN's proposals,
+    the RoI head's detections (boxes and masks, at each image's img_shape) and each image's
+    mask logits (the mask head's output for its detections, before pasting and the 0.5
+    threshold)."""
+    from mmdet.structures import DetDataSample
+    samples = [DetDataSample(metainfo=dict(img_shape=s, ori_shape=s, scale_factor=(1.0, 1.0)))
+               for s in shapes]
+    logits = []
+    capture = model.roi_head.mask_head.register_forward_hook(lambda m, a, o: logits.append(o))
+    try:
+        with torch.no_grad():
+            x = model.neck(feats)
+            proposals = model.rpn_head.predict(x, samples, rescale=False)
+            results = model.roi_head.predict(x, [p.clone() for p in proposals], samples,
+                                             rescale=True)
+    finally:
+        capture.remove()
+    (logits,) = logits
+    return proposals, results, logits.split([len(r) for r in results])
+
+
+@pytest.mark.compat  # mmcv 2.1's RoIAlign and mmdet 3.3's heads too
+@pytest.mark.parametrize('mask_modules', ['all', 'not_roi_head', 'none'])
+def test_mask_rcnn_gives_each_image_its_own_proposals_and_detections(mask_rcnn, mask_modules):
+    """Invariant features in, each image's own RPN proposals and Mask R-CNN detections out.
+
+    Two things beyond the neck / RPN maps: the padding's anchors (score 0) must not become
+    proposals (the RPN has no score threshold, so they fill a short list), and RoIAlign must
+    read, at an image's last cell, what it reads alone (``roi_head`` masked: edge-replicated
+    maps). Without the RoI extractors' maps (``not_roi_head``) or without any masking, the
+    smaller images' detections differ.
+    """
+    from pvt_mm.models.batch_invariance import DEFAULT_MASK_MODULES
+    model, sizes = mask_rcnn, RCNN_SIZES
+    shapes = [(h - 1, w - 2) for h, w in sizes]
+    alone, batched = _alone_and_batched_features(model, sizes, RCNN_BATCH_HW)
+    modules = dict(all=DEFAULT_MASK_MODULES, none=(),
+                   not_roi_head=tuple(m for m in DEFAULT_MASK_MODULES if m != 'roi_head'))
+    installed = enable_batch_invariance(model, modules[mask_modules])
+    try:
+        with padded_batch(sizes, RCNN_BATCH_HW):
+            proposals_b, results_b, logits_b = _two_stage_results(model, batched, shapes)
+        same = []
+        for i, hw in enumerate(sizes):
+            with padded_batch([hw], hw):
+                proposals_a, results_a, logits_a = _two_stage_results(model, alone[i],
+                                                                      shapes[i:i + 1])
+            pa, pb = proposals_a[0], proposals_b[i]
+            ra, rb = results_a[0], results_b[i]
+            assert len(ra) > 10 and ra.masks.any()  # something to compare
+            if mask_modules == 'all':  # the same proposals (alone: no score-0 ones)
+                assert len(pa) == len(pb) and not (pb.scores == 0).any()
+                # As sets (two levels may propose the same box): each box has the other's
+                # within 0.01 px, and the scores sorted agree.
+                dist = torch.cdist(pa.bboxes, pb.bboxes, p=float('inf'))
+                assert dist.min(0).values.max() <= 0.01 and dist.min(1).values.max() <= 0.01
+                torch.testing.assert_close(pb.scores.sort().values, pa.scores.sort().values,
+                                           rtol=0, atol=1e-4)
+            pairs = _pairing(ra, rb)
+            if pairs is None:
+                same.append(False)
+                continue
+            rb, mask_logits_b = rb[pairs], logits_b[i][pairs]
+            # A mask pixel whose probability is 0.5 to rounding may flip (seen on torch 2.1:
+            # one pixel, 127/255 in both soft masks): the mask logits are compared (relative
+            # to the largest: boxes 3e-5 px apart sample RoIAlign ~4e-6 of it apart), and the
+            # binary masks to a pixel or two.
+            same.append(bool(torch.equal(ra.labels, rb.labels)
+                        and torch.allclose(ra.scores, rb.scores, rtol=0, atol=1e-4)
+                        and torch.allclose(mask_logits_b, logits_a[0], rtol=1e-5,
+                                           atol=1e-5 * logits_a[0].abs().max())
+                        and (ra.masks != rb.masks).sum() <= 2))
+        # The image that fills the batch reads no padding either way.
+        assert same[0]
+        assert all(same) == (mask_modules == 'all'), same
+    finally:
+        installed.remove()
+
+
+@pytest.mark.parametrize('min_bbox_size', [0, -1])
+def test_an_rpn_that_keeps_the_paddings_anchors_is_warned_about(min_bbox_size):
+    """The padding's anchors are dropped by the RPN's own filter of empty boxes
+    (``min_bbox_size >= 0``, mmdet's configs); without it the hook says they stay."""
+    import warnings
+    from mmdet.models.dense_heads import RPNHead
+    from mmengine.config import ConfigDict
+    head = RPNHead(8, anchor_generator=dict(type='AnchorGenerator', scales=[8], ratios=[1.0],
+                                            strides=[4]),
+                   test_cfg=ConfigDict(nms_pre=10, max_per_img=10, min_bbox_size=min_bbox_size,
+                                       nms=dict(type='nms', iou_threshold=0.7)))
+    model = nn.Module()
+    model.rpn_head = head
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        installed = enable_batch_invariance(model, mask_modules=('rpn_head',))
+    installed.remove()
+    warned = [w for w in caught if 'does not drop the anchors' in str(w.message)]
+    assert bool(warned) == (min_bbox_size < 0)

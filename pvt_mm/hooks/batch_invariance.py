@@ -16,8 +16,9 @@ class BatchInvariantHook(Hook):
     around the forward can do; a preprocessor runs before it and cannot leave it.
 
     Args:
-        mask_modules: The model's attributes whose maps are masked (default: the neck and
-            the dense / decode heads); ``()`` carries the valid sizes to the backbone only.
+        mask_modules: The model's attributes whose maps are masked (default: the neck, the
+            dense / decode heads and a two-stage detector's RoI extractors); ``()`` carries
+            the valid sizes to the backbone only.
     """
 
     priority = 'VERY_HIGH'

@@ -18,7 +18,14 @@ batch of that image alone computes:
     modules read an edge-replicated map instead (what a batch of one's border clamping
     reads); a sigmoid dense head's class logits outside the regions are set to
     :data:`OUTSIDE_LOGIT` (score 0: no detection comes from the padding, as none exists
-    alone); a segmentation head's logits are edge-replicated before mmseg resizes them.
+    alone); a segmentation head's logits are edge-replicated before mmseg resizes them;
+  - an RPN head's box deltas outside the regions push those anchors' boxes past the image,
+    so that clipping to ``img_shape`` leaves them empty and the RPN's ``min_bbox_size``
+    filter drops them (it has no score threshold: score-0 proposals would reach the RoI head);
+  - a two-stage detector's RoI extractors (``roi_head``'s ``bbox_roi_extractor`` /
+    ``mask_roi_extractor``, any ``BaseRoIExtractor``) read edge-replicated maps: RoIAlign
+    clamps a sample past an image's last cell to that cell alone, and reads the cell beyond
+    it in the padded batch.
 
 * :class:`MaskedGN` is ``nn.GroupNorm`` with statistics over each image's valid region
   (``norm_cfg=dict(type='MaskedGN', num_groups=...)``); ``nn.GroupNorm`` itself when nothing
@@ -49,10 +56,15 @@ from .padding import (HW, SIZE_DIVISOR, batch_input_size, batch_valid_sizes, cel
 #: The class logit a sigmoid dense head gets outside every image's region: sigmoid gives
 #: exactly 0 in fp32 and fp16 stays finite, so those anchors never pass a score threshold.
 OUTSIDE_LOGIT = -1e4
+#: An RPN head's box deltas (dx, dy) outside the regions: each such anchor's box is moved
+#: 1e4 of its own sizes right and down, past any image, so clipping to ``img_shape`` leaves it
+#: empty (checked at install by decoding one, :func:`_rpn_drops_padding`).
+OUTSIDE_DELTA = 1e4
 #: The model attributes masked by default: mmdet's neck and dense heads, mmseg's heads (a
-#: head only when it works on maps, see :func:`_works_on_maps`). Mask R-CNN's ``roi_head``
-#: works on RoIs, not on maps at a stride: it is not masked.
-DEFAULT_MASK_MODULES = ('neck', 'bbox_head', 'rpn_head', 'decode_head', 'auxiliary_head')
+#: head only when it works on maps, see :func:`_works_on_maps`), and a two-stage detector's
+#: ``roi_head``, whose RoI extractors read edge-replicated maps (its heads work per RoI).
+DEFAULT_MASK_MODULES = ('neck', 'bbox_head', 'rpn_head', 'roi_head', 'decode_head',
+                        'auxiliary_head')
 _BILINEAR_MODES = ('bilinear', 'bicubic')
 
 
@@ -271,6 +283,33 @@ def _dense_head_output_hook(module: nn.Module, args: tuple, output: Any) -> Any:
     return None
 
 
+def _rpn_output_hook(module: nn.Module, args: tuple, output: Any) -> Any:
+    """Forward hook on an RPN head: besides score 0, its padding anchors' boxes are pushed
+    past the image (:data:`OUTSIDE_DELTA` on each anchor's dx and dy), so clipping empties
+    them and ``min_bbox_size`` drops them: alone, those anchors do not exist."""
+    output = _dense_head_output_hook(module, args, output) or output
+    if len(output) < 2 or not all(isinstance(t, Tensor) for t in output[1]):
+        return output
+    deltas = []
+    for t in output[1]:
+        padding = _padding_now(t)
+        if padding is None:
+            deltas.append(t)
+            continue
+        reg_dim = getattr(module.bbox_coder, 'encode_size', 4)  # per anchor: dx, dy, dw, dh
+        shift = (torch.arange(t.shape[1], device=t.device) % reg_dim < 2)[None, :, None, None]
+        deltas.append(t.masked_fill(shift & ~_region(t, *padding), OUTSIDE_DELTA))
+    return (output[0], deltas, *output[2:])
+
+
+def _replicate_maps_hook(module: nn.Module, args: tuple) -> Optional[tuple]:
+    """Forward pre-hook on an RoI extractor: edge-replicate its input maps (RoIAlign's
+    border clamping alone, see the module docstring)."""
+    if args and isinstance(args[0], (list, tuple)) and all(isinstance(t, Tensor) for t in args[0]):
+        return (type(args[0])(replicate_outside(t) for t in args[0]), *args[1:])
+    return None
+
+
 def _decode_head_output_hook(module: nn.Module, args: tuple, output: Any) -> Any:
     """Forward hook on a segmentation head's ``conv_seg``: edge-replicate its logits, which
     mmseg resizes bilinearly to the input size."""
@@ -284,6 +323,29 @@ def _works_on_maps(head: nn.Module) -> bool:
     heads (by base class name, so that neither library is imported); not e.g. DETR's head,
     which works on queries."""
     return any(c.__name__ in ('BaseDenseHead', 'BaseDecodeHead') for c in type(head).__mro__)
+
+
+def _is_a(module: nn.Module, class_name: str) -> bool:
+    """Whether ``module``'s class is, or derives from, the mmdet class ``class_name`` (by
+    name, so that mmdet is not imported)."""
+    return any(c.__name__ == class_name for c in type(module).__mro__)
+
+
+def _rpn_drops_padding(head: nn.Module) -> bool:
+    """Whether an RPN head drops the anchors :func:`_rpn_output_hook` moves: its coder, given
+    :data:`OUTSIDE_DELTA`, decodes a box that clipping to the image leaves empty, and its test
+    config filters empty boxes (``min_bbox_size >= 0``, as mmdet's configs set)."""
+    coder, cfg = getattr(head, 'bbox_coder', None), getattr(head, 'test_cfg', None) or {}
+    if coder is None or cfg.get('min_bbox_size', -1) < 0 or getattr(coder, 'encode_size', 4) != 4:
+        return False
+    try:
+        box = coder.decode(torch.tensor([[0., 0., 64., 32.]]),
+                           torch.tensor([[OUTSIDE_DELTA, OUTSIDE_DELTA, 0., 0.]]),
+                           max_shape=(96, 128))
+    except Exception:  # an unknown coder: not known to drop them
+        return False
+    box = box.reshape(-1)
+    return bool(box[2] - box[0] <= cfg['min_bbox_size'] or box[3] - box[1] <= cfg['min_bbox_size'])
 
 
 def _is_bilinear_upsample(module: nn.Module) -> bool:
@@ -310,7 +372,18 @@ def install_map_masks(model: nn.Module, mask_modules: Sequence[str] = DEFAULT_MA
         for part in (sub if isinstance(sub, nn.ModuleList) else [sub]):
             if isinstance(part, nn.Module) and (attr == 'neck' or _works_on_maps(part)):
                 plain_gn += _mask_part(part, attr, handles)
+            elif isinstance(part, nn.Module) and _is_a(part, 'BaseRoIHead'):
+                _mask_roi_head(part, handles)
     return handles, plain_gn
+
+
+def _mask_roi_head(roi_head: nn.Module, handles: List[Any]) -> None:
+    """Edge-replicate the maps of every RoI extractor of a two-stage detector's RoI head
+    (shared ones once; a cascade's per stage). Its bbox / mask heads work per RoI: once each
+    RoI's features are its own, so are their outputs."""
+    for module in roi_head.modules():  # each module once, shared or not
+        if _is_a(module, 'BaseRoIExtractor'):
+            handles.append(module.register_forward_pre_hook(_replicate_maps_hook))
 
 
 def _mask_part(part: nn.Module, attr: str, handles: List[Any]) -> List[str]:
@@ -326,7 +399,14 @@ def _mask_part(part: nn.Module, attr: str, handles: List[Any]) -> List[str]:
         if _is_bilinear_upsample(leaf):
             handles.append(leaf.register_forward_pre_hook(_replicate_input_hook))
         handles.append(leaf.register_forward_hook(_zero_output_hook))
-    if getattr(part, 'use_sigmoid_cls', False):
+    if getattr(part, 'use_sigmoid_cls', False) and _is_a(part, 'RPNHead'):
+        if not _rpn_drops_padding(part):
+            warnings.warn(
+                f'{attr}: its box coder or test_cfg (min_bbox_size < 0) does not drop the '
+                'anchors in the batch padding, so score-0 proposals from there reach the RoI '
+                'head and its results still depend on the batch.', stacklevel=4)
+        handles.append(part.register_forward_hook(_rpn_output_hook))
+    elif getattr(part, 'use_sigmoid_cls', False):
         handles.append(part.register_forward_hook(_dense_head_output_hook))
     elif isinstance(getattr(part, 'conv_seg', None), nn.Module):  # mmseg's BaseDecodeHead
         # On conv_seg (the logits' last op; after its zeroing hook above), not on the head:
@@ -449,4 +529,4 @@ def enable_batch_invariance(model: nn.Module,
 __all__ = ['MaskedGN', 'BatchInvariance', 'enable_batch_invariance', 'padded_batch',
            'install_map_masks', 'masked_maps', 'masked_group_norm',
            'sizes_from_data_samples', 'preprocessor_divisor', 'zero_outside', 'fill_outside',
-           'replicate_outside', 'OUTSIDE_LOGIT', 'DEFAULT_MASK_MODULES']
+           'replicate_outside', 'OUTSIDE_LOGIT', 'OUTSIDE_DELTA', 'DEFAULT_MASK_MODULES']
