@@ -116,20 +116,25 @@ def test_segmentation_comparison_fails_on_one_pixel_and_on_nothing():
 
 @pytest.fixture(scope='module')
 def mixed_shapes_root(tmp_path_factory):
-    """12 held-out shapes images, each of its own size (160-448 px per side)."""
+    """12 held-out and 4 training shapes images, each of its own size (160-448 px per side)."""
     root = tmp_path_factory.mktemp('data') / 'shapes_mixed'
-    run_tool(['tools/misc/make_shapes_coco.py', '--out', root, '--train', '1', '--val', '12',
+    run_tool(['tools/misc/make_shapes_coco.py', '--out', root, '--train', '4', '--val', '12',
               '--mixed-sizes', '160', '448'])
     return root
 
 
-def test_mixed_size_set_has_images_of_many_sizes(mixed_shapes_root):
-    """--mixed-sizes gives each held-out image its own size, its boxes inside it."""
-    data = json.loads((mixed_shapes_root / 'annotations' / 'instances_val2017.json').read_text())
+@pytest.mark.parametrize('split, count', [('val', 12), ('train', 4)])
+def test_mixed_size_set_has_images_of_many_sizes(mixed_shapes_root, split, count):
+    """--mixed-sizes gives each image its own size, its boxes inside it: the held-out images,
+    and the training images too (training on them pads the batches, docs/batch_invariance.md's
+    "Training with it")."""
+    data = json.loads(
+        (mixed_shapes_root / 'annotations' / f'instances_{split}2017.json').read_text())
     sizes = {(img['width'], img['height']) for img in data['images']}
-    assert len(sizes) == 12 and all(160 <= s <= 448 for size in sizes for s in size)
+    assert len(sizes) == count and all(160 <= s <= 448 for size in sizes for s in size)
     assert data['info']['mixed_sizes'] == [160, 448]
     size_of = {img['id']: (img['width'], img['height']) for img in data['images']}
+    assert data['annotations']
     for ann in data['annotations']:
         x, y, w, h = ann['bbox']
         width, height = size_of[ann['image_id']]
