@@ -12,6 +12,9 @@ every repeat, so machine noise hits both alike; :func:`pvt_mm.timing.interleaved
   (backbone, neck and head masks) against the same model with the backbone's switch off
   and no hooks, at batch 1 and on a mixed-size batch.
 
+Each case can also be timed as a training step (``train=True``): forward in train mode and
+backward (the backbone: of the mean of its maps; the detector: of its losses on random boxes).
+
 Before timing, each pair's outputs are compared where they must agree (batch 1: the
 invariant path with nothing padded is the old one), so a broken pair is never timed.
 ``tools/analysis/benchmark_batch_invariance.py`` is the command line.
@@ -25,7 +28,7 @@ import torch
 from torch import Tensor
 
 from .batch_invariance_check import build_backbone, run_with_sizes
-from .models.padding import SIZE_DIVISOR
+from .models.padding import SIZE_DIVISOR, batch_valid_sizes
 from .timing import interleaved
 
 HW = Tuple[int, int]
@@ -75,9 +78,16 @@ def _fmt_sizes(sizes: Sequence[HW]) -> str:
     return ', '.join(f'{h}x{w}' for h, w in sizes)
 
 
+def _train_step(model: torch.nn.Module, x: Tensor, sizes: Sequence[HW]) -> None:
+    """Forward in train mode told the sizes, and backward of the mean of every output."""
+    with batch_valid_sizes(sizes):
+        outs = model(x, img_shapes=[tuple(s) for s in sizes])
+    sum(o.float().mean() for o in outs).backward()
+
+
 def backbone_cost(arch: str, shape: HW, mixed: Sequence[HW], warmup: int = 2,
-                  repeat: int = 10, seed: int = 0) -> List[CostRow]:
-    """The backbone's two cases for one preset.
+                  repeat: int = 10, seed: int = 0, train: bool = False) -> List[CostRow]:
+    """The backbone's two cases for one preset (and with ``train`` each as a training step).
 
     Args:
         arch: A row of the arch table.
@@ -86,6 +96,7 @@ def backbone_cost(arch: str, shape: HW, mixed: Sequence[HW], warmup: int = 2,
         warmup: Untimed rounds first.
         repeat: Timed rounds.
         seed: Seed of the weights and images.
+        train: Also time a training step (forward in train mode + backward) of each case.
 
     Raises:
         AssertionError: at batch 1 the two backbones' maps are not equal.
@@ -101,26 +112,52 @@ def backbone_cost(arch: str, shape: HW, mixed: Sequence[HW], warmup: int = 2,
                                        zip(outs[INVARIANT], outs[PLAIN])):
             raise AssertionError(f'{label}: the invariant backbone with nothing padded differs '
                                  'from the plain one; fix that before timing')
+        inputs = f'{_fmt_sizes(sizes)} in {x.shape[2]}x{x.shape[3]}'
         calls = {name: (lambda m=m: run_with_sizes(m, x, sizes)) for name, m in models.items()}
-        rows.append(_time_pair(calls, warmup, repeat, label,
-                               f'{_fmt_sizes(sizes)} in {x.shape[2]}x{x.shape[3]}'))
+        rows.append(_time_pair(calls, warmup, repeat, label, inputs))
+        if train:
+            for m in models.values():
+                m.train()
+            calls = {name: (lambda m=m: _train_step(m, x, sizes)) for name, m in models.items()}
+            rows.append(_time_pair(calls, warmup, repeat, f'{label}, training step', inputs))
+            for m in models.values():
+                m.eval().zero_grad(set_to_none=True)
     return rows
 
 
-def _detector_batch(sizes: Sequence[HW], seed: int) -> dict:
-    """A ``test_step`` batch of uint8 images of ``sizes`` with their mmdet metadata."""
+def _detector_batch(sizes: Sequence[HW], seed: int, num_classes: int) -> dict:
+    """A batch of uint8 images of ``sizes`` with their mmdet metadata and, for a training
+    step, two random ground-truth boxes each."""
     from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
     gen = torch.Generator().manual_seed(seed)
     inputs = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
               for h, w in sizes]
-    samples = [DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
-                                           scale_factor=(1.0, 1.0))) for h, w in sizes]
+    samples = []
+    for h, w in sizes:
+        sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
+                                             scale_factor=(1.0, 1.0)))
+        corner = torch.rand(2, 2, generator=gen) * torch.tensor([w / 2, h / 2])
+        extent = (0.2 + 0.3 * torch.rand(2, 2, generator=gen)) * torch.tensor([w, h])
+        sample.gt_instances = InstanceData(
+            bboxes=torch.cat((corner, corner + extent), 1),
+            labels=torch.randint(0, num_classes, (2,), generator=gen))
+        samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
 
 
+def _detector_train_step(model: torch.nn.Module, data: dict) -> None:
+    """The data preprocessor in training mode, the losses, and their backward."""
+    batch = model.data_preprocessor(data, True)
+    losses = model(**batch, mode='loss')
+    sum(v.sum() if isinstance(v, Tensor) else sum(t.sum() for t in v)
+        for k, v in losses.items() if 'loss' in k).backward()
+
+
 def detector_cost(config: str, shape: HW, mixed: Sequence[HW], warmup: int = 2,
-                  repeat: int = 10, seed: int = 0) -> List[CostRow]:
-    """The whole detector's two cases (``test_step``, random weights, eval mode).
+                  repeat: int = 10, seed: int = 0, train: bool = False) -> List[CostRow]:
+    """The whole detector's two cases (``test_step``, random weights, eval mode; with
+    ``train`` each also as a training step: preprocessing, losses and backward).
 
     Args:
         config: An mmdet config of a pvt_mm detector.
@@ -129,6 +166,7 @@ def detector_cost(config: str, shape: HW, mixed: Sequence[HW], warmup: int = 2,
         warmup: Untimed rounds first.
         repeat: Timed rounds.
         seed: Seed of the weights and images.
+        train: Also time a training step of each case.
 
     Raises:
         AssertionError: at batch 1 the two detectors' detections are not equal.
@@ -152,7 +190,7 @@ def detector_cost(config: str, shape: HW, mixed: Sequence[HW], warmup: int = 2,
     rows = []
     for label, sizes in ((f'{name}, batch 1', [tuple(shape)]),
                          (f'{name}, batch {len(mixed)} mixed', list(mixed))):
-        data = _detector_batch(sizes, seed)
+        data = _detector_batch(sizes, seed, getattr(plain.bbox_head, 'num_classes', 1))
 
         def call(model: torch.nn.Module, data: dict = data) -> list:
             with torch.no_grad():
@@ -167,6 +205,14 @@ def detector_cost(config: str, shape: HW, mixed: Sequence[HW], warmup: int = 2,
                                      'detections; none is a failure too); fix that before timing')
         calls = {n: (lambda m=m: call(m)) for n, m in models.items()}
         rows.append(_time_pair(calls, warmup, repeat, label, _fmt_sizes(sizes)))
+        if train:
+            for m in models.values():
+                m.train()
+            calls = {n: (lambda m=m: _detector_train_step(m, data)) for n, m in models.items()}
+            rows.append(_time_pair(calls, warmup, repeat, f'{label}, training step',
+                                   _fmt_sizes(sizes)))
+            for m in models.values():
+                m.eval().zero_grad(set_to_none=True)
     return rows
 
 

@@ -133,12 +133,12 @@ def test_batch_invariance_cost_tool_times_each_pair():
     """benchmark_batch_invariance.py: a row per case, the ratio of the printed medians."""
     out = _run(['tools/analysis/benchmark_batch_invariance.py', '--archs', 'b0',
                 '--shape', '64x64', '--mixed', '64x64', '32x64', '--det-shape', '64x96',
-                '--det-mixed', '64x96', '32x64', '--repeat', '2', '--warmup', '1'])
+                '--det-mixed', '64x96', '32x64', '--repeat', '2', '--warmup', '1', '--train'])
     rows = [r for r in _table(out) if r[0] != 'case']
-    assert [r[0] for r in rows] == ['b0 backbone, batch 1', 'b0 backbone, batch 2 mixed',
-                                    'pvtv2_b0_fpn_shapes, batch 1',
-                                    'pvtv2_b0_fpn_shapes, batch 2 mixed'], out
-    assert rows[1][1] == '64x64, 32x64 in 64x64', rows[1]
+    cases = [f'{model}, batch {n}' for model in ('b0 backbone', 'pvtv2_b0_fpn_shapes')
+             for n in ('1', '2 mixed')]
+    assert [r[0] for r in rows] == [c + step for c in cases for step in ('', ', training step')], out
+    assert rows[2][1] == rows[3][1] == '64x64, 32x64 in 64x64', rows[2:4]
     for row in rows:
         invariant, plain, ratio = (float(v) for v in row[2:5])
         assert invariant > 0 and plain > 0

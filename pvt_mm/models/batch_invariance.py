@@ -165,8 +165,9 @@ def fill_outside(x: Tensor, value: float) -> Tensor:
     padding = _padding_now(x)
     if padding is None:
         return x
-    # masked_fill, not a product: whatever the padding holds (inf / NaN included) goes.
-    return x.masked_fill(~_region(x, *padding), value)
+    # A selection, not a product: whatever the padding holds (inf / NaN included) goes;
+    # torch.where rather than masked_fill, which clones first (one pass each way, not two).
+    return torch.where(_region(x, *padding), x, value)
 
 
 def replicate_outside(x: Tensor) -> Tensor:
@@ -204,7 +205,7 @@ def masked_group_norm(x: Tensor, region: Tensor, num_groups: int, weight: Option
     y = ((groups - mean) * torch.rsqrt(var + eps)).reshape(b, c, h, w)
     if weight is not None:
         y = y * weight[None, :, None, None] + bias[None, :, None, None]
-    return y.masked_fill(~region, 0.0)
+    return torch.where(region, y, 0.0)
 
 
 class MaskedGN(nn.GroupNorm):

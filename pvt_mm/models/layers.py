@@ -53,13 +53,15 @@ class TokenRegion:
     def zero_outside(self, x: Tensor, inplace: bool = False) -> Tensor:
         """Tokens ``(B, prefix + h*w, C)`` with the grid tokens outside each image zeroed,
         as the zero padding of a conv sees the border of an image alone (``inplace``: in
-        ``x`` itself, which no backward may need)."""
+        ``x`` itself, which no backward may need, when autograd does not record it)."""
         if not self.num_prefix_tokens:
-            if inplace:
+            if inplace and not (torch.is_grad_enabled() and x.requires_grad):
                 return x.masked_fill_(self.outside_tokens, 0.0)
-            return x.masked_fill(self.outside_tokens, 0.0)
+            # Not in place under autograd (on a view, autograd would copy the whole base
+            # back), and torch.where, not masked_fill (which clones first): one pass each way.
+            return torch.where(self.outside_tokens, 0.0, x)
         prefix = self.num_prefix_tokens
-        return torch.cat((x[:, :prefix], x[:, prefix:].masked_fill(self.outside_tokens, 0.0)), 1)
+        return torch.cat((x[:, :prefix], torch.where(self.outside_tokens, 0.0, x[:, prefix:])), 1)
 
     def key_mask(self, sr_ratio: int) -> Tensor:
         """``(B, 1, 1, prefix + (h // R) * (w // R))`` bool: the keys of a reduction by

@@ -3,14 +3,15 @@
 For each preset (``--archs``) the backbone with ``batch_invariant=True`` and with ``False``
 (same weights) at batch 1 with nothing padded (issue 27's budget: at most 5 %) and on a
 mixed-size padded batch; then a detector config's whole ``test_step`` with the batch
-invariance hooks (backbone, neck and head masks) against the same model without them. Each
+invariance hooks (backbone, neck and head masks) against the same model without them;
+``--train`` times each case as a training step too. Each
 pair is timed interleaved (round-robin, order rotated every round); the table gives the
 medians and their ratio. The measuring lives in :mod:`pvt_mm.batch_invariance_cost`.
 
 Example (the figures of docs/batch_invariance.md)::
 
     python tools/analysis/benchmark_batch_invariance.py --archs small b2 --shape 512x512 \
-        --mixed 512x512 448x512 512x384 384x448 --repeat 10
+        --mixed 512x512 448x512 512x384 384x448 --repeat 10 --train
 """
 import argparse
 from typing import List, Optional
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--det-mixed', type=hw_size, nargs='+',
                         default=[(256, 320), (192, 256), (224, 288), (160, 320)],
                         help='the detector\'s mixed batch, HxW each')
+    parser.add_argument('--train', action='store_true',
+                        help='also time each case as a training step (forward + backward)')
     parser.add_argument('--warmup', type=int, default=2, help='untimed rounds first')
     parser.add_argument('--repeat', type=int, default=10, help='timed rounds')
     parser.add_argument('--threads', type=int, help='torch threads (default: torch\'s)')
@@ -58,10 +61,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     def work() -> str:
         rows = []
         for arch in args.archs:
-            rows += backbone_cost(arch, args.shape, args.mixed, args.warmup, args.repeat)
+            rows += backbone_cost(arch, args.shape, args.mixed, args.warmup, args.repeat,
+                                  train=args.train)
         if args.config.lower() != 'none':
             rows += detector_cost(args.config, args.det_shape, args.det_mixed, args.warmup,
-                                  args.repeat)
+                                  args.repeat, train=args.train)
         text = (f'Batch invariance cost, median of {args.repeat} interleaved calls after '
                 f'{args.warmup} warm-up; {machine_line()}\n\n{cost_table(rows)}')
         if args.out:

@@ -447,7 +447,7 @@ class PVT(BaseModule):
         self._check_input(x)
         sizes = self.valid_sizes(x, img_shapes)
         if sizes is not None:  # the zeros a conv pads an image alone with (any pad value)
-            x = x.masked_fill(~region_mask(sizes, x.shape[2:], 1, x.device), 0.0)
+            x = torch.where(region_mask(sizes, x.shape[2:], 1, x.device), x, 0.0)
         outs = []
         for i, stage in enumerate(self.stages):
             tokens, (h, w) = stage(x, sizes, self.strides[i])
