@@ -31,6 +31,14 @@ def hw_size(text: str) -> Tuple[int, int]:
     return h, w
 
 
+def with_copy(text: str, out: Optional[str]) -> str:
+    """``text`` (a tool's report), also written to the file ``out`` when one is given."""
+    if out:
+        with open(out, 'w') as f:
+            f.write(text + '\n')
+    return text
+
+
 def run_tool(work: Callable[[], Optional[str]], user_errors: ErrorTypes, status: int = 2) -> int:
     """Run a tool's ``work`` and say how it ended.
 

@@ -19,7 +19,7 @@ from typing import List, Optional
 import torch
 
 from pvt_mm.batch_invariance_check import build_backbone, measure_stages, stage_table
-from pvt_mm.cli import hw_size, run_tool
+from pvt_mm.cli import hw_size, run_tool, with_copy
 from pvt_mm.models.backbones.archs import names
 from pvt_mm.timing import machine_line
 
@@ -57,10 +57,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         table = stage_table(rows)
         text = (f'Largest relative difference in the image\'s region, stages 1-{len(rows[arch][0].diffs)} '
                 f'(random weights, seed {args.seed}; sizes told by {told}); {machine_line()}\n\n{table}')
-        if args.out:
-            with open(args.out, 'w') as f:
-                f.write(text + '\n')
-        return text
+        return with_copy(text, args.out)
 
     return run_tool(work, (ValueError, KeyError, TypeError))
 

@@ -19,7 +19,7 @@ from typing import List, Optional
 import torch
 
 from pvt_mm.batch_invariance_cost import backbone_cost, cost_table, detector_cost
-from pvt_mm.cli import hw_size, run_tool
+from pvt_mm.cli import hw_size, run_tool, with_copy
 from pvt_mm.models.backbones.archs import names
 from pvt_mm.timing import machine_line
 
@@ -68,10 +68,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                   args.repeat, train=args.train)
         text = (f'Batch invariance cost, median of {args.repeat} interleaved calls after '
                 f'{args.warmup} warm-up; {machine_line()}\n\n{cost_table(rows)}')
-        if args.out:
-            with open(args.out, 'w') as f:
-                f.write(text + '\n')
-        return text
+        return with_copy(text, args.out)
 
     return run_tool(work, (ValueError, KeyError, FileNotFoundError, AssertionError))
 
